@@ -129,13 +129,18 @@ def _block_mapper(
     return map_name
 
 
-_FAMILIES: dict[str, tuple[Callable[[dict[str, Any]], ModelConfig], Callable[[str], str | None]]] = {
+_FAMILIES: dict[
+    str, tuple[Callable[[dict[str, Any]], ModelConfig], Callable[[str], str | None]]
+] = {
     OUR_TYPE: (_our_config, lambda name: name),
     "llada": (
         _llada_config,
         _block_mapper(_LLADA_TOP, r"model\.transformer\.blocks\.(\d+)\.(.+)", _LLADA_BLOCK),
     ),
-    "dream": (_dream_config, _block_mapper(_DREAM_TOP, r"model\.layers\.(\d+)\.(.+)", _DREAM_BLOCK)),
+    "dream": (
+        _dream_config,
+        _block_mapper(_DREAM_TOP, r"model\.layers\.(\d+)\.(.+)", _DREAM_BLOCK),
+    ),
 }
 
 

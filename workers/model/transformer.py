@@ -24,7 +24,7 @@ class AttnContext(Protocol):
     key_mask: Tensor
 
     def kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Take the fresh post-RoPE k/v [B, Hkv, T, hd]; return the k/v to attend [B, Hkv, K, hd]."""
+        """Fresh post-RoPE k/v [B, Hkv, T, hd] → the k/v to attend to [B, Hkv, K, hd]."""
         ...
 
 
@@ -71,9 +71,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, num_kv_heads * hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(num_heads * hd, cfg.hidden_size, bias=False)
 
-    def forward(
-        self, x: Tensor, pos: Tensor, rope: Rotary, ctx: AttnContext, layer: int
-    ) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, rope: Rotary, ctx: AttnContext, layer: int) -> Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)

@@ -19,7 +19,9 @@ class CacheMode(StrEnum):
 
 class Phase(StrEnum):
     FULL = "full"  # full forward, no cache written (cache mode none)
-    REFRESH = "refresh"  # full forward that (re)writes the request's K/V cache: first step of a block
+    REFRESH = (
+        "refresh"  # full forward that (re)writes the request's K/V cache: first step of a block
+    )
     REUSE = "reuse"  # cached forward: only the block (dual) or block + suffix (prefix)
 
 
@@ -41,7 +43,7 @@ class ThresholdRule:
 
 @dataclass(slots=True, frozen=True)
 class FixedCountRule:
-    """LLaDA low-confidence remasking: the block's masks spread evenly over steps_per_block steps."""
+    """LLaDA low-confidence remasking: the block spread evenly over steps_per_block steps."""
 
     steps_per_block: int
 
