@@ -1,0 +1,210 @@
+"""The scheduling core: decides, each step, who runs, in which phase and with which rule.
+
+Pure and deterministic given its inputs and `now_ms`, so the worker loop, `Engine.generate` and
+the simulator drive the same code. One step is three verbs:
+    plan = sched.schedule(now_ms); result = runner.execute(plan); sched.update(plan, result, now_ms)
+Admission is earliest-deadline-first into a bounded batch; the per-request rule comes from the
+request (deadline-aware τ control plugs in at `_rule_for`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from workers.sched.plan import (
+    CacheMode,
+    DecodeRule,
+    NewSeq,
+    Phase,
+    SeqOutput,
+    SeqStep,
+    StepPlan,
+    StepResult,
+    ThresholdRule,
+)
+from workers.sched.state import SeqRequest, SeqState, SeqStatus, SeqUpdate
+
+
+@dataclass(slots=True, frozen=True)
+class SchedulerConfig:
+    mask_token_id: int
+    eos_token_id: int
+    max_batch_size: int = 32
+    max_failures: int = 2  # a request whose step raises is retried this many times, then failed
+
+
+class Scheduler:
+    def __init__(self, cfg: SchedulerConfig) -> None:
+        self.cfg = cfg
+        self.seqs: dict[str, SeqState] = {}
+        self.waiting: list[tuple[float, int, str]] = []  # heap of (deadline_ms, arrival no., id)
+        self.running: list[str] = []
+        self._arrivals = 0
+        self._release: list[str] = []  # ids the runner must drop at the next step
+
+    # ---- membership ----
+
+    def add(self, req: SeqRequest) -> None:
+        if req.req_id in self.seqs:
+            raise ValueError(f"request {req.req_id} is already scheduled")
+        st = SeqState(req=req, canvas=list(req.canvas), block=0)
+        self._sync_progress(st)
+        self.seqs[req.req_id] = st
+        heapq.heappush(self.waiting, (req.deadline_ms, self._arrivals, req.req_id))
+        self._arrivals += 1
+
+    def cancel(self, req_id: str) -> bool:
+        st = self.seqs.get(req_id)
+        if st is None or st.status.is_finished:
+            return False
+        st.cancel_requested = True
+        return True
+
+    def request_handback(self, req_id: str | None = None) -> None:
+        """Hand back one request (or all) at its next block boundary."""
+        for st in self.seqs.values() if req_id is None else [self.seqs[req_id]]:
+            st.handback_requested = True
+
+    def canvas(self, req_id: str) -> list[int]:
+        return self.seqs[req_id].canvas
+
+    def forget(self, req_id: str) -> None:
+        """Drop a finished request's state (the driver has published it)."""
+        if self.seqs[req_id].status.is_finished:
+            del self.seqs[req_id]
+
+    @property
+    def num_free_slots(self) -> int:
+        return self.cfg.max_batch_size - len(self.running)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    # ---- schedule ----
+
+    def schedule(self, now_ms: float) -> StepPlan:
+        plan = StepPlan(release=self._release)
+        self._release = []
+        self._drop_requested(plan, at_boundary_only=False)
+        self._admit(plan, now_ms)
+        for req_id in self.running:
+            st = self.seqs[req_id]
+            if not st.in_runner:
+                plan.new.append(self._new_seq(st))
+                st.in_runner, st.needs_refresh = True, True
+            plan.steps.append(self._step_for(st, now_ms))
+        return plan
+
+    def _admit(self, plan: StepPlan, now_ms: float) -> None:
+        while self.waiting and len(self.running) < self.cfg.max_batch_size:
+            _, _, req_id = heapq.heappop(self.waiting)
+            st = self.seqs.get(req_id)
+            if st is None or st.status is not SeqStatus.WAITING:
+                continue  # cancelled or handed back while queued
+            st.status = SeqStatus.RUNNING
+            self.running.append(req_id)
+
+    def _step_for(self, st: SeqState, now_ms: float) -> SeqStep:
+        mode = st.req.cache_mode
+        if mode is CacheMode.NONE:
+            phase = Phase.FULL
+        else:
+            phase = Phase.REFRESH if st.needs_refresh else Phase.REUSE
+        rule = self._rule_for(st, now_ms)
+        st.last_tau = rule.tau if isinstance(rule, ThresholdRule) else None
+        return SeqStep(st.req_id, st.block, phase, rule, st.step_in_block)
+
+    def _rule_for(self, st: SeqState, now_ms: float) -> DecodeRule:
+        return st.req.rule
+
+    def _new_seq(self, st: SeqState) -> NewSeq:
+        r = st.req
+        return NewSeq(
+            r.req_id, list(st.canvas), r.prompt_len, r.block_length, r.cache_mode,
+            r.temperature, r.seed,
+        )  # fmt: skip
+
+    # ---- update ----
+
+    def update(self, plan: StepPlan, result: StepResult, now_ms: float) -> list[SeqUpdate]:
+        updates = [self._apply(out) for out in result.outputs if out.req_id in self.seqs]
+        for req_id, error in result.failed.items():
+            if req_id in self.seqs:
+                updates.extend(self._fail(self.seqs[req_id], error))
+        updates.extend(self._drop_requested(None, at_boundary_only=True))
+        return updates
+
+    def _apply(self, out: SeqOutput) -> SeqUpdate:
+        st = self.seqs[out.req_id]
+        positions, tokens = list(out.positions), list(out.tokens)
+        for p, t in zip(positions, tokens, strict=True):
+            st.canvas[p] = t
+        if out.eos_fill_from is not None:
+            for p in range(out.eos_fill_from, len(st.canvas)):
+                if st.canvas[p] == self.cfg.mask_token_id:
+                    st.canvas[p] = self.cfg.eos_token_id
+                    positions.append(p)
+                    tokens.append(self.cfg.eos_token_id)
+        st.steps += 1
+        st.step_in_block += 1
+        st.needs_refresh = False
+        self._sync_progress(st)
+        if out.finished:
+            self._finish(st, SeqStatus.DONE, runner_released=True)
+        elif out.block_done:
+            st.step_in_block, st.needs_refresh = 0, True
+        return self._update_of(st, positions, tokens, out.block_done)
+
+    def _sync_progress(self, st: SeqState) -> None:
+        answer = st.canvas[st.req.prompt_len :]
+        st.num_masked = sum(1 for t in answer if t == self.cfg.mask_token_id)
+        first = next((i for i, t in enumerate(answer) if t == self.cfg.mask_token_id), len(answer))
+        st.block = first // st.req.block_length
+
+    def _update_of(
+        self, st: SeqState, positions: list[int], tokens: list[int], block_done: bool
+    ) -> SeqUpdate:
+        total = st.req.gen_length
+        return SeqUpdate(
+            st.req_id, positions, tokens, st.block, block_done,
+            finished=st.status is SeqStatus.DONE, steps=st.steps,
+            tokens_committed=total - st.num_masked, tokens_total=total, tau=st.last_tau,
+        )  # fmt: skip
+
+    def _fail(self, st: SeqState, error: str) -> list[SeqUpdate]:
+        st.failures += 1
+        st.in_runner = False  # the runner released its slot; a retry rejoins with a refresh
+        if st.failures <= self.cfg.max_failures:
+            return []
+        self._finish(st, SeqStatus.FAILED, runner_released=True)
+        upd = self._update_of(st, [], [], False)
+        upd.failed = error
+        return [upd]
+
+    def _drop_requested(self, plan: StepPlan | None, at_boundary_only: bool) -> list[SeqUpdate]:
+        """Remove cancelled requests at once and handed-back ones at a block boundary."""
+        updates = []
+        for st in list(self.seqs.values()):
+            if st.status.is_finished:
+                continue
+            if st.cancel_requested and not at_boundary_only:
+                self._finish(st, SeqStatus.CANCELLED, runner_released=False)
+            elif st.handback_requested and (st.needs_refresh or st.status is SeqStatus.WAITING):
+                self._finish(st, SeqStatus.HANDED_BACK, runner_released=False)
+                upd = self._update_of(st, [], [], False)
+                upd.handed_back = True
+                updates.append(upd)
+        if plan is not None:
+            plan.release.extend(self._release)
+            self._release = []
+        return updates
+
+    def _finish(self, st: SeqState, status: SeqStatus, runner_released: bool) -> None:
+        st.status = status
+        if st.req_id in self.running:
+            self.running.remove(st.req_id)
+        if st.in_runner and not runner_released:
+            self._release.append(st.req_id)
+        st.in_runner = False
