@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # name → (module, one-line help). Add a line here when adding a command module.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,8 @@ class GenStats:
     full_s: float = 0.0
     reuse_s: float = 0.0
     num_steps: int = 0  # engine steps (each advances a whole batch)
+    num_full_steps: int = 0  # steps that ran a full-forward sub-batch
+    num_reuse_steps: int = 0  # steps that ran a cached sub-batch
 
 
 class Engine:
@@ -91,6 +93,8 @@ class Engine:
             stats.full_s += result.full_s
             stats.reuse_s += result.reuse_s
             stats.num_steps += 1
+            stats.num_full_steps += result.full_s > 0
+            stats.num_reuse_steps += result.reuse_s > 0
             for o in result.outputs:
                 outs[o.req_id].tokens_per_step.append(len(o.positions))
             for u in sched.update(plan, result, now_ms=0.0):
