@@ -1,0 +1,140 @@
+"""Cost model: predicted step time from a step's composition, per tensor-parallel degree.
+
+A step runs up to two sub-batches (workers/runner.py), timed separately, so each has its own
+linear model (the refresh/reuse asymmetry is explicit):
+    full_ms  = a_full  + b_full  · Σ L_i    + d_full  · Σ L_i²      (refresh and no-cache rows)
+    reuse_ms = a_reuse + b_reuse · Σ q_i    + d_reuse · Σ q_i · L_i (cached rows, q_i fed tokens)
+Coefficients are fitted by least squares from measured steps (`dilaserve profile`) and corrected
+online by an EWMA of the measured/predicted ratio. Pure Python: used by workers, the gateway's
+admission, the planner and the simulator alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from common.quality import QualityProfile
+
+
+@dataclass(slots=True, frozen=True)
+class SubBatch:
+    """What a sub-batch costs depends on: rows, fed tokens and attention area."""
+
+    num_rows: int = 0
+    num_tokens: int = 0  # Σ query tokens fed
+    attn_area: int = 0  # Σ query tokens × keys
+
+    def features(self) -> list[float]:
+        return [1.0 if self.num_rows else 0.0, float(self.num_tokens), float(self.attn_area)]
+
+
+@dataclass(slots=True, frozen=True)
+class StepShape:
+    full: SubBatch = SubBatch()
+    reuse: SubBatch = SubBatch()
+
+
+@dataclass(slots=True)
+class Coeffs:
+    """[a, b, d] for each sub-batch kind, in milliseconds."""
+
+    full: list[float] = field(default_factory=lambda: [1.0, 0.01, 0.0])
+    reuse: list[float] = field(default_factory=lambda: [1.0, 0.01, 0.0])
+
+    def predict(self, shape: StepShape) -> tuple[float, float]:
+        f = sum(c * x for c, x in zip(self.full, shape.full.features(), strict=True))
+        r = sum(c * x for c, x in zip(self.reuse, shape.reuse.features(), strict=True))
+        return (f if shape.full.num_rows else 0.0), (r if shape.reuse.num_rows else 0.0)
+
+
+@dataclass(slots=True)
+class CostModel:
+    coeffs: dict[int, Coeffs]  # tp degree → coefficients
+    ewma_alpha: float = 0.1
+    correction: dict[tuple[int, str], float] = field(default_factory=dict)  # online ratio
+
+    # ---- step time ----
+
+    def step_ms(self, shape: StepShape, tp: int = 1) -> float:
+        f, r = self.sub_batch_ms(shape, tp)
+        return f + r
+
+    def sub_batch_ms(self, shape: StepShape, tp: int = 1) -> tuple[float, float]:
+        f, r = self._coeffs(tp).predict(shape)
+        return f * self.correction.get((tp, "full"), 1.0), r * self.correction.get(
+            (tp, "reuse"), 1.0
+        )
+
+    def observe(self, shape: StepShape, full_ms: float, reuse_ms: float, tp: int = 1) -> None:
+        """Online correction from a measured step: EWMA of measured / predicted per kind."""
+        pf, pr = self._coeffs(tp).predict(shape)
+        for kind, pred, meas in (("full", pf, full_ms), ("reuse", pr, reuse_ms)):
+            if pred > 0 and meas > 0:
+                old = self.correction.get((tp, kind), 1.0)
+                self.correction[(tp, kind)] = (
+                    1 - self.ewma_alpha
+                ) * old + self.ewma_alpha * meas / pred
+
+    def _coeffs(self, tp: int) -> Coeffs:
+        if tp in self.coeffs:
+            return self.coeffs[tp]
+        return self.coeffs[min(self.coeffs, key=lambda d: abs(d - tp))]
+
+    # ---- request-level predictions ----
+
+    def batch_step_ms(
+        self, batch_size: int, canvas_len: int, block_length: int, steps_per_block: float,
+        cache_mode: str = "dual", tp: int = 1,
+    ) -> float:  # fmt: skip
+        """Expected step time of a steady batch: each step, 1/steps_per_block of rows refresh."""
+        if cache_mode == "none":
+            return self.step_ms(StepShape(full=_rows(batch_size, canvas_len, canvas_len)), tp)
+        p_refresh = min(1.0, 1.0 / max(steps_per_block, 1.0))
+        n_full = batch_size * p_refresh
+        q = block_length if cache_mode == "dual" else canvas_len  # prefix feeds the suffix too
+        shape = StepShape(
+            full=_rows(n_full, canvas_len, canvas_len),
+            reuse=_rows(batch_size - n_full, q, canvas_len),
+        )
+        return self.step_ms(shape, tp)
+
+    def remaining_steps(
+        self, masked_left: int, block_length: int, profile: QualityProfile, tau: float,
+        cache_mode: str = "dual",
+    ) -> float:  # fmt: skip
+        """Expected steps to commit `masked_left` answer tokens at τ."""
+        tps = max(profile.at(tau, cache_mode).tokens_per_step, 1.0)
+        return masked_left / tps
+
+    def to_json(self) -> str:
+        return json.dumps({str(tp): asdict(c) for tp, c in self.coeffs.items()}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> CostModel:
+        return cls({int(tp): Coeffs(**c) for tp, c in json.loads(text).items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostModel:
+        return cls.from_json(Path(path).read_text())
+
+
+def _rows(n: float, q: int, keys: int) -> SubBatch:
+    rows = round(n) if n >= 1 else (1 if n > 0 else 0)
+    return SubBatch(rows, int(n * q), int(n * q * keys))
+
+
+def fit(samples: list[tuple[SubBatch, float]]) -> list[float]:
+    """Least squares [a, b, d] from (sub-batch, measured ms) samples; coefficients kept ≥ 0."""
+    import numpy as np
+
+    X = np.array([s.features() for s, _ in samples])
+    y = np.array([ms for _, ms in samples])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    if (coef < 0).any():  # refit without the negative terms: a cost never falls with more work
+        keep = coef >= 0
+        sub, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
+        coef = np.zeros(3)
+        coef[keep] = np.maximum(sub, 0)
+    return [float(c) for c in coef]
