@@ -88,17 +88,21 @@ class CostModel:
         self, batch_size: int, canvas_len: int, block_length: int, steps_per_block: float,
         cache_mode: str = "dual", tp: int = 1,
     ) -> float:  # fmt: skip
-        """Expected step time of a steady batch: each step, 1/steps_per_block of rows refresh."""
+        """Expected step time of a steady batch: each step, each row refreshes with probability
+        1/steps_per_block; a sub-batch's fixed cost is paid only when it has a row."""
+        c = self._coeffs(tp)
+        B, L = float(batch_size), float(canvas_len)
         if cache_mode == "none":
-            return self.step_ms(StepShape(full=_rows(batch_size, canvas_len, canvas_len)), tp)
-        p_refresh = min(1.0, 1.0 / max(steps_per_block, 1.0))
-        n_full = batch_size * p_refresh
-        q = block_length if cache_mode == "dual" else canvas_len  # prefix feeds the suffix too
-        shape = StepShape(
-            full=_rows(n_full, canvas_len, canvas_len),
-            reuse=_rows(batch_size - n_full, q, canvas_len),
+            full = c.full[0] + c.full[1] * B * L + c.full[2] * B * L * L
+            return full * self.correction.get((tp, "full"), 1.0)
+        p = min(1.0, 1.0 / max(steps_per_block, 1.0))
+        q = float(block_length) if cache_mode == "dual" else L  # prefix feeds the suffix too
+        n_full, n_reuse = B * p, B * (1.0 - p)
+        full = (1 - (1 - p) ** B) * c.full[0] + c.full[1] * n_full * L + c.full[2] * n_full * L * L
+        reuse = (1 - p**B) * c.reuse[0] + c.reuse[1] * n_reuse * q + c.reuse[2] * n_reuse * q * L
+        return full * self.correction.get((tp, "full"), 1.0) + reuse * self.correction.get(
+            (tp, "reuse"), 1.0
         )
-        return self.step_ms(shape, tp)
 
     def remaining_steps(
         self, masked_left: int, block_length: int, profile: QualityProfile, tau: float,
@@ -118,11 +122,6 @@ class CostModel:
     @classmethod
     def load(cls, path: str | Path) -> CostModel:
         return cls.from_json(Path(path).read_text())
-
-
-def _rows(n: float, q: int, keys: int) -> SubBatch:
-    rows = round(n) if n >= 1 else (1 if n > 0 else 0)
-    return SubBatch(rows, int(n * q), int(n * q * keys))
 
 
 def fit(samples: list[tuple[SubBatch, float]]) -> list[float]:

@@ -3,18 +3,17 @@
 Pure and deterministic given its inputs and `now_ms`, so the worker loop, `Engine.generate` and
 the simulator drive the same code. One step is three verbs:
     plan = sched.schedule(now_ms); result = runner.execute(plan); sched.update(plan, result, now_ms)
-Admission is earliest-deadline-first into a bounded batch; the per-request rule comes from the
-request (deadline-aware τ control plugs in at `_rule_for`).
+Admission order and the per-step rule come from the configured policy (workers/sched/policy.py).
 """
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from common.costmodel import CostModel
+from common.quality import QualityProfile
 from workers.sched.plan import (
     CacheMode,
-    DecodeRule,
     NewSeq,
     Phase,
     SeqOutput,
@@ -23,6 +22,7 @@ from workers.sched.plan import (
     StepResult,
     ThresholdRule,
 )
+from workers.sched.policy import DeadlinePolicy, PolicyCfg, make_policy
 from workers.sched.state import SeqRequest, SeqState, SeqStatus, SeqUpdate
 
 
@@ -32,26 +32,34 @@ class SchedulerConfig:
     eos_token_id: int
     max_batch_size: int = 32
     max_failures: int = 2  # a request whose step raises is retried this many times, then failed
+    policy: PolicyCfg = field(default_factory=PolicyCfg)
 
 
 class Scheduler:
-    def __init__(self, cfg: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        cfg: SchedulerConfig,
+        cost: CostModel | None = None,
+        profile: QualityProfile | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.policy = make_policy(cfg.policy, cost, profile)
         self.seqs: dict[str, SeqState] = {}
-        self.waiting: list[tuple[float, int, str]] = []  # heap of (deadline_ms, arrival no., id)
+        self.waiting: list[str] = []
         self.running: list[str] = []
         self._arrivals = 0
         self._release: list[str] = []  # ids the runner must drop at the next step
+        self._pending: list[SeqUpdate] = []  # decided in schedule(), reported by update()
 
     # ---- membership ----
 
     def add(self, req: SeqRequest) -> None:
         if req.req_id in self.seqs:
             raise ValueError(f"request {req.req_id} is already scheduled")
-        st = SeqState(req=req, canvas=list(req.canvas), block=0)
+        st = SeqState(req=req, canvas=list(req.canvas), block=0, seq_no=self._arrivals)
         self._sync_progress(st)
         self.seqs[req.req_id] = st
-        heapq.heappush(self.waiting, (req.deadline_ms, self._arrivals, req.req_id))
+        self.waiting.append(req.req_id)
         self._arrivals += 1
 
     def cancel(self, req_id: str) -> bool:
@@ -98,13 +106,32 @@ class Scheduler:
         return plan
 
     def _admit(self, plan: StepPlan, now_ms: float) -> None:
-        while self.waiting and len(self.running) < self.cfg.max_batch_size:
-            _, _, req_id = heapq.heappop(self.waiting)
-            st = self.seqs.get(req_id)
-            if st is None or st.status is not SeqStatus.WAITING:
-                continue  # cancelled or handed back while queued
-            st.status = SeqStatus.RUNNING
+        self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
+        running = [self.seqs[r] for r in self.running]
+        self._expire_hopeless(running, now_ms)
+        running = [self.seqs[r] for r in self.running]
+        waiting = [self.seqs[r] for r in self.waiting]
+        decision = self.policy.admit(waiting, running, self.num_free_slots, now_ms)
+        for req_id in decision.expire:
+            self._expire(self.seqs[req_id])
+        for req_id in decision.admit:
+            self.seqs[req_id].status = SeqStatus.RUNNING
             self.running.append(req_id)
+        self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
+
+    def _expire_hopeless(self, running: list[SeqState], now_ms: float) -> None:
+        """Running requests of `drop` classes that cannot make it even at their floor leave."""
+        if not isinstance(self.policy, DeadlinePolicy):
+            return
+        for st in running:
+            if st.req.late_action == "drop" and self.policy.is_hopeless(st, len(running), now_ms):
+                self._expire(st)
+
+    def _expire(self, st: SeqState) -> None:
+        self._finish(st, SeqStatus.EXPIRED, runner_released=False)
+        upd = self._update_of(st, [], [], False)
+        upd.expired = True
+        self._pending.append(upd)
 
     def _step_for(self, st: SeqState, now_ms: float) -> SeqStep:
         mode = st.req.cache_mode
@@ -112,12 +139,9 @@ class Scheduler:
             phase = Phase.FULL
         else:
             phase = Phase.REFRESH if st.needs_refresh else Phase.REUSE
-        rule = self._rule_for(st, now_ms)
+        rule = self.policy.rule_for(st, len(self.running), now_ms)
         st.last_tau = rule.tau if isinstance(rule, ThresholdRule) else None
         return SeqStep(st.req_id, st.block, phase, rule, st.step_in_block)
-
-    def _rule_for(self, st: SeqState, now_ms: float) -> DecodeRule:
-        return st.req.rule
 
     def _new_seq(self, st: SeqState) -> NewSeq:
         r = st.req
@@ -129,7 +153,8 @@ class Scheduler:
     # ---- update ----
 
     def update(self, plan: StepPlan, result: StepResult, now_ms: float) -> list[SeqUpdate]:
-        updates = [self._apply(out) for out in result.outputs if out.req_id in self.seqs]
+        updates, self._pending = self._pending, []
+        updates.extend(self._apply(out) for out in result.outputs if out.req_id in self.seqs)
         for req_id, error in result.failed.items():
             if req_id in self.seqs:
                 updates.extend(self._fail(self.seqs[req_id], error))
@@ -150,6 +175,8 @@ class Scheduler:
         st.steps += 1
         st.step_in_block += 1
         st.needs_refresh = False
+        if out.positions:
+            st.mean_confidence = 0.7 * st.mean_confidence + 0.3 * out.min_confidence
         self._sync_progress(st)
         if out.finished:
             self._finish(st, SeqStatus.DONE, runner_released=True)

@@ -16,6 +16,7 @@ class SeqStatus(IntEnum):
     CANCELLED = 3
     HANDED_BACK = 4
     FAILED = 5
+    EXPIRED = 6  # could no longer make its deadline and its class drops such requests
 
     @property
     def is_finished(self) -> bool:
@@ -36,6 +37,9 @@ class SeqRequest:
     temperature: float = 0.0
     seed: int = 0
     arrival_ms: float = 0.0
+    tau_floor: float = 0.0  # lowest τ the deadline-aware policy may use (0 → the ladder's bottom)
+    late_action: str = "serve"  # "serve" best effort, or "drop" (→ expired) once hopeless
+    slo_class: str = ""
 
     @property
     def gen_length(self) -> int:
@@ -61,6 +65,9 @@ class SeqState:
     cancel_requested: bool = False
     failures: int = 0
     last_tau: float | None = None
+    seq_no: int = 0  # arrival order within this scheduler: the deterministic tie-breaker
+    mean_confidence: float = 0.0  # EWMA of each step's lowest committed confidence
+    late: bool = False  # predicted to miss its deadline even at its floor
 
     @property
     def req_id(self) -> str:
@@ -83,3 +90,4 @@ class SeqUpdate:
     tau: float | None
     failed: str | None = None
     handed_back: bool = False
+    expired: bool = False

@@ -1,0 +1,129 @@
+"""Scheduling core with hand-made step results (SimRunner): order, admission, τ control, classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.sched_helpers import drive, make_request, make_scheduler
+from workers.sched.plan import ThresholdRule
+from workers.sched.policy import DeadlinePolicy, PolicyCfg
+
+GOLDEN = Path(__file__).parent / "golden" / "sched_trace.json"
+
+
+def _admitted_first(policy: str, reqs) -> list[str]:
+    sched = make_scheduler(policy, max_batch=2)
+    for r in reqs:
+        sched.add(r)
+    return [s.req_id for s in sched.schedule(0.0).steps]
+
+
+def test_edf_admits_earliest_deadlines_first() -> None:
+    reqs = [make_request(i, d, arrival_ms=i) for i, d in enumerate([4000, 1000, 3000, 2000])]
+    assert _admitted_first("edf-fixed", reqs) == ["r1", "r3"]
+    assert _admitted_first("dilaserve", reqs) == ["r1", "r3"]
+
+
+def test_fcfs_admits_in_arrival_order() -> None:
+    reqs = [make_request(i, d, arrival_ms=10 - i) for i, d in enumerate([4000, 1000, 3000, 2000])]
+    assert _admitted_first("fcfs-fixed", reqs) == ["r3", "r2"]
+
+
+def test_cw_srpt_prefers_short_work() -> None:
+    reqs = [
+        make_request(0, 9000, gen=64),
+        make_request(1, 9000, gen=16),
+        make_request(2, 1, gen=32),
+    ]
+    assert _admitted_first("cw-srpt", reqs) == ["r1", "r2"]
+
+
+def test_admission_never_makes_an_admitted_request_late() -> None:
+    reqs = [make_request(i, 60 + 2.0 * i, arrival_ms=i * 0.5, floor=0.6) for i in range(40)]
+    sched = make_scheduler("dilaserve", max_batch=16)
+    policy = sched.policy
+    assert isinstance(policy, DeadlinePolicy)
+    violations: list[str] = []
+
+    def check(s, now: float) -> None:
+        running = [s.seqs[r] for r in s.running]
+        for st in running:
+            if not st.late and policy._finish_ms(st, 0.6, len(running), now) > st.req.deadline_ms:
+                violations.append(st.req_id)
+
+    trace = drive(sched, reqs, on_step=check)
+    assert not violations
+    assert len(trace.finish_ms) > 5  # it did admit and finish work
+
+
+def test_tau_never_below_floor_and_lowered_under_pressure() -> None:
+    reqs = [make_request(i, 40 + 3.0 * i, floor=0.7) for i in range(24)]
+    trace = drive(make_scheduler("dilaserve", max_batch=12), reqs)
+    taus = [t for *_, t in trace.decisions if t is not None]
+    assert min(taus) >= 0.7
+    assert min(taus) < 0.9  # some deadline needed a lower threshold
+
+
+def test_tau_rises_again_when_slack_returns() -> None:
+    sched = make_scheduler("dilaserve")
+    sched.add(make_request(0, deadline_ms=100.0))
+    st = sched.seqs["r0"]
+    policy = sched.policy
+    tight = policy.rule_for(st, batch_size=32, now_ms=0.0)
+    relaxed = policy.rule_for(st, batch_size=1, now_ms=0.0)
+    assert isinstance(tight, ThresholdRule) and isinstance(relaxed, ThresholdRule)
+    assert tight.tau < relaxed.tau == 0.9
+
+
+def test_drop_class_expires_serve_class_finishes_late() -> None:
+    hopeless = [
+        make_request(0, 5.0, late_action="drop"),
+        make_request(1, 5.0, late_action="serve"),
+        make_request(2, 10_000.0),
+    ]
+    trace = drive(make_scheduler("dilaserve"), hopeless)
+    expired = {u.req_id for u in trace.updates if u.expired}
+    assert expired == {"r0"}
+    assert {"r1", "r2"} <= set(trace.finish_ms)
+    assert trace.finish_ms["r1"] > 5.0
+
+
+def test_late_serve_requests_queue_behind_on_time_ones() -> None:
+    sched = make_scheduler("dilaserve", max_batch=1)
+    sched.add(make_request(0, 1.0, late_action="serve"))  # earliest deadline, already hopeless
+    sched.add(make_request(1, 5000.0))
+    assert [s.req_id for s in sched.schedule(0.0).steps] == ["r1"]
+
+
+def test_fixed_policies_keep_tau_fixed() -> None:
+    reqs = [make_request(i, 40 + 3.0 * i) for i in range(12)]
+    for policy in ("fcfs-fixed", "edf-fixed", "cw-srpt"):
+        trace = drive(make_scheduler(policy), reqs)
+        assert {t for *_, t in trace.decisions} == {0.9}
+
+
+def test_unknown_policy_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown scheduling policy 'sjf'"):
+        PolicyCfg(name="sjf")
+
+
+def _golden_run() -> list[list]:
+    reqs = [make_request(i, 30 + 7.0 * (i % 5), arrival_ms=1.5 * i) for i in range(10)]
+    return [
+        list(d) for d in drive(make_scheduler("dilaserve", max_batch=4), reqs, seed=7).decisions
+    ]
+
+
+def test_golden_trace_same_inputs_same_decisions() -> None:
+    first, second = _golden_run(), _golden_run()
+    assert first == second
+    # Pinned: a policy change shows up here as a diff in decisions, not as a benchmark surprise.
+    # Regenerate with: python -c "from tests.test_scheduler import write_golden; write_golden()"
+    assert first == json.loads(GOLDEN.read_text())
+
+
+def write_golden() -> None:
+    GOLDEN.write_text(json.dumps(_golden_run()) + "\n")

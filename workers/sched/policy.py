@@ -1,0 +1,170 @@
+"""Scheduling policies: who is admitted first, and at which threshold each request steps.
+
+- `fcfs-fixed`: arrival order, the request's fixed τ (how DLM servers behave today).
+- `edf-fixed`: earliest deadline first, fixed τ.
+- `cw-srpt`: shortest predicted remaining work first, discounted by the request's recent
+  confidence (confident requests finish in fewer steps) and aged by waiting time; fixed τ.
+- `dilaserve`: EDF over requests that can still make their deadline, admission only while the
+  predicted step time keeps every admitted request on time, per-step τ = the highest ladder
+  value that still finishes by the deadline (never below the floor), late requests handled per
+  their class (`drop` → expired, `serve` → best effort behind the on-time ones).
+Pure: the cost model and quality profile are plain Python (common/costmodel.py, quality.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.costmodel import CostModel
+from common.quality import QualityProfile
+from workers.sched.plan import DecodeRule, ThresholdRule
+from workers.sched.state import SeqState
+
+POLICIES = ("fcfs-fixed", "edf-fixed", "cw-srpt", "dilaserve")
+
+
+@dataclass(slots=True, frozen=True)
+class PolicyCfg:
+    name: str = "edf-fixed"
+    tau_ladder: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)  # highest first
+    aging_per_s: float = 1.0  # cw-srpt: predicted steps forgiven per second waited
+    safety: float = 0.9  # dilaserve: plan to finish within this share of the remaining slack
+    max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
+    tp: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICIES:
+            raise ValueError(f"unknown scheduling policy {self.name!r}; choose from {POLICIES}")
+
+
+@dataclass(slots=True)
+class Decision:
+    admit: list[str] = field(default_factory=list)
+    expire: list[str] = field(default_factory=list)
+
+
+class Policy:
+    """Fixed-τ policies differ only in admission order; `dilaserve` overrides more."""
+
+    def __init__(self, cfg: PolicyCfg, cost: CostModel | None, profile: QualityProfile | None):
+        self.cfg, self.cost, self.profile = cfg, cost, profile
+
+    def admit(
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
+    ) -> Decision:
+        ordered = sorted(waiting, key=lambda st: self.order_key(st, now_ms))
+        budget = self._token_budget(running)
+        out = Decision()
+        for st in ordered:
+            if len(out.admit) >= free or len(st.canvas) > budget:
+                break
+            out.admit.append(st.req_id)
+            budget -= len(st.canvas)
+        return out
+
+    def order_key(self, st: SeqState, now_ms: float) -> tuple[float, ...]:
+        name = self.cfg.name
+        if name == "fcfs-fixed":
+            return (st.req.arrival_ms, st.seq_no)
+        if name == "cw-srpt":
+            work = self._steps_left(st, self._fixed_tau(st)) * (1.0 - 0.5 * st.mean_confidence)
+            waited_s = max(0.0, now_ms - st.req.arrival_ms) / 1e3
+            return (work - self.cfg.aging_per_s * waited_s, st.seq_no)
+        return (st.req.deadline_ms, st.seq_no)
+
+    def rule_for(self, st: SeqState, batch_size: int, now_ms: float) -> DecodeRule:
+        return st.req.rule
+
+    def _token_budget(self, running: list[SeqState]) -> float:
+        if not self.cfg.max_batch_tokens:
+            return float("inf")
+        return self.cfg.max_batch_tokens - sum(len(st.canvas) for st in running)
+
+    def _fixed_tau(self, st: SeqState) -> float:
+        return st.req.rule.tau if isinstance(st.req.rule, ThresholdRule) else 1.0
+
+    def _steps_left(self, st: SeqState, tau: float) -> float:
+        """Expected steps to finish: masked tokens / tokens per step, at least one per block."""
+        blocks_left = -(-st.num_masked // st.req.block_length)
+        if self.profile is None:
+            return float(st.num_masked) if tau >= 1.0 else max(blocks_left, st.num_masked / 3.0)
+        tps = max(self.profile.at(min(tau, 1.0), st.req.cache_mode.value).tokens_per_step, 1.0)
+        return max(float(blocks_left), st.num_masked / tps)
+
+
+class DeadlinePolicy(Policy):
+    """The `dilaserve` policy: deadline-aware admission and threshold control."""
+
+    def admit(
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
+    ) -> Decision:
+        out = Decision()
+        on_time, late = [], []
+        for st in sorted(waiting, key=lambda s: (s.req.deadline_ms, s.seq_no)):
+            if self._finish_ms(st, self._floor(st), len(running) + 1, now_ms) <= st.req.deadline_ms:
+                on_time.append(st)
+            elif st.req.late_action == "drop":
+                out.expire.append(st.req_id)
+            else:
+                late.append(st)  # best effort, behind every request that can still make it
+        batch = list(running)
+        budget = self._token_budget(running)
+        for st in on_time + late:
+            if len(out.admit) >= free or len(st.canvas) > budget:
+                break
+            if st in on_time and not self._all_on_time(batch + [st], now_ms):
+                continue  # would make someone late: a later-deadline request may still fit
+            out.admit.append(st.req_id)
+            batch.append(st)
+            budget -= len(st.canvas)
+        return out
+
+    def rule_for(self, st: SeqState, batch_size: int, now_ms: float) -> DecodeRule:
+        floor = self._floor(st)
+        for tau in self._ladder(st):
+            if self._finish_ms(st, tau, batch_size, now_ms) <= st.req.deadline_ms:
+                return ThresholdRule(tau)
+        st.late = True
+        # Already late: finish at the floor, the fewest steps, so it stops holding a batch slot.
+        return ThresholdRule(floor)
+
+    def is_hopeless(self, st: SeqState, batch_size: int, now_ms: float) -> bool:
+        return self._finish_ms(st, self._floor(st), batch_size, now_ms) > st.req.deadline_ms
+
+    def _ladder(self, st: SeqState) -> list[float]:
+        top, floor = self._fixed_tau(st), self._floor(st)
+        return [t for t in sorted({top, *self.cfg.tau_ladder}, reverse=True) if floor <= t <= top]
+
+    def _floor(self, st: SeqState) -> float:
+        return min(self._fixed_tau(st), max(st.req.tau_floor, min(self.cfg.tau_ladder)))
+
+    def _all_on_time(self, batch: list[SeqState], now_ms: float) -> bool:
+        n = len(batch)
+        return all(
+            self._finish_ms(st, self._floor(st), n, now_ms) <= st.req.deadline_ms
+            for st in batch
+            if not st.late
+        )
+
+    def _finish_ms(self, st: SeqState, tau: float, batch_size: int, now_ms: float) -> float:
+        assert self.cost is not None
+        steps = self._steps_left(st, tau)
+        spb = st.req.block_length / max(st.req.block_length / max(steps, 1.0), 1.0)
+        if self.profile is not None:
+            tps = max(self.profile.at(min(tau, 1.0), st.req.cache_mode.value).tokens_per_step, 1.0)
+            spb = st.req.block_length / tps
+        step_ms = self.cost.batch_step_ms(
+            batch_size, len(st.canvas), st.req.block_length, spb, st.req.cache_mode.value,
+            self.cfg.tp,
+        )  # fmt: skip
+        return now_ms + steps * step_ms / self.cfg.safety
+
+
+def make_policy(
+    cfg: PolicyCfg, cost: CostModel | None = None, profile: QualityProfile | None = None
+) -> Policy:
+    if cfg.name == "dilaserve":
+        if cost is None:
+            raise ValueError("the dilaserve policy needs a cost model (run `dilaserve profile`)")
+        return DeadlinePolicy(cfg, cost, profile)
+    return Policy(cfg, cost, profile)
