@@ -37,3 +37,19 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+# ---- data plane (gateway, workers): a model directory and process helpers ----
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model when it is present, else a tiny random checkpoint with a char tokenizer."""
+    from common.config import DEFAULT_MODEL_DIR
+    from tests.dataplane_helpers import save_tiny_checkpoint
+
+    if (DEFAULT_MODEL_DIR / "config.json").is_file() and (
+        DEFAULT_MODEL_DIR / "tokenizer.json"
+    ).is_file():
+        return DEFAULT_MODEL_DIR
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))

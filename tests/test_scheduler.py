@@ -111,7 +111,7 @@ def test_unknown_policy_is_a_clear_error() -> None:
 
 
 def _golden_run() -> list[list]:
-    reqs = [make_request(i, 30 + 7.0 * (i % 5), arrival_ms=1.5 * i) for i in range(10)]
+    reqs = [make_request(i, 120 + 40.0 * (i % 5), arrival_ms=1.5 * i) for i in range(10)]
     return [
         list(d) for d in drive(make_scheduler("dilaserve", max_batch=4), reqs, seed=7).decisions
     ]
