@@ -20,6 +20,23 @@ class RedisCfg(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "dila"
     socket_timeout_s: float = 0.5
+    # Short timeouts and no retries: a dead Redis must surface as 503 within a second.
+    connect_timeout_s: float = 0.25
+    max_connections: int = Field(1024, ge=1)
+    result_ttl_s: int = Field(3600, ge=1, description="how long a finished request is kept")
+    events_maxlen: int = Field(2000, ge=10, description="cap of each per-request event stream")
+
+
+class SloClassCfg(BaseModel):
+    name: str
+    slo_ms: float = Field(gt=0, description="end-to-end latency SLO: deadline = arrival + slo_ms")
+
+
+DEFAULT_SLO_CLASSES = [
+    SloClassCfg(name="interactive", slo_ms=2_000),
+    SloClassCfg(name="standard", slo_ms=10_000),
+    SloClassCfg(name="batch", slo_ms=60_000),
+]
 
 
 class EngineCfg(BaseModel):
@@ -36,12 +53,27 @@ class GatewayCfg(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: list[str] = []
+    model_name: str = ""  # served model name; "" → the model directory's name
+    default_slo_class: str = "standard"
+    default_block_length: int = Field(32, ge=1)
+    max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens a client may ask")
+    max_queue_len: int = Field(10_000, ge=1, description="per-pool queue bound → 429 above it")
+    retry_after_s: int = Field(1, ge=1)
+    wait_timeout_s: float = Field(600.0, gt=0, description="blocking OpenAI calls give up after")
+    drain_grace_s: float = Field(1.0, ge=0, description="SIGTERM: /readyz is 503 this long first")
+    drain_timeout_s: float = Field(10.0, ge=0, description="SIGTERM: in-flight requests finish")
 
 
 class WorkerCfg(BaseModel):
     pool: str = "default"
     lease_s: float = 10.0
     heartbeat_s: float = 1.0
+    worker_id: str = ""  # "" → generated at start
+    tau: float = Field(0.9, gt=0, le=1, description="fixed confidence threshold (static pool)")
+    max_retries: int = Field(2, ge=0, description="a request that fails more often is failed")
+    drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: hand back within this")
+    claim_poll_s: float = Field(0.1, gt=0, description="fallback queue poll when no wake-up")
+    reap_interval_s: float = Field(1.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -53,6 +85,7 @@ class Settings(BaseSettings):
     engine: EngineCfg = EngineCfg()
     gateway: GatewayCfg = GatewayCfg()
     worker: WorkerCfg = WorkerCfg()
+    slo_classes: list[SloClassCfg] = DEFAULT_SLO_CLASSES
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "DILA_REDIS_URL")
     )

@@ -36,10 +36,10 @@ def save_char_tokenizer(out: Path) -> None:
 
 
 def save_tiny_checkpoint(out: Path) -> Path:
+    import torch
+
     from tests.engine_helpers import tiny_model
     from workers.model.loader import save_model
-
-    import torch
 
     model = tiny_model(seed=0, peaked=8.0)
     with torch.no_grad():  # answers in plain letters: no PAD/UNK predictions

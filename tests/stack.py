@@ -70,7 +70,8 @@ class Stack:
         raise RuntimeError(f"{n} workers did not heartbeat in {timeout_s}s: {self.logs()}")
 
     def logs(self) -> str:
-        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in self.log_dir.glob("*.log"))
+        logs = sorted(self.log_dir.glob("*.log"))
+        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in logs)
 
     def close(self) -> None:
         for w in self.workers:

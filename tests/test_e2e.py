@@ -41,7 +41,8 @@ def offline(model_dir: Path) -> dict[str, str]:
     for p in PROMPTS:
         ids = tok.encode(p, add_special_tokens=False)
         ans = engine.generate([ids], GEN, BLOCK)[0].answer_ids
-        eos = [i for i, t in enumerate(ans) if t in (engine.cfg.eos_token_id, engine.cfg.pad_token_id)]
+        ends = (engine.cfg.eos_token_id, engine.cfg.pad_token_id)
+        eos = [i for i, t in enumerate(ans) if t in ends]
         out[p] = tok.decode(ans[: eos[0]] if eos else ans, skip_special_tokens=True)
     return out
 

@@ -117,7 +117,12 @@ class WorkerIO:
                     pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.bus.keys.ctl())
                     self._wake.set()
-                self._handle(pubsub.get_message(timeout=self.wcfg.claim_poll_s))
+                msg = pubsub.get_message(timeout=self.wcfg.claim_poll_s)
+                for _ in range(1000):  # drain a burst of messages before one claim
+                    if msg is None:
+                        break
+                    self._handle(msg)
+                    msg = pubsub.get_message(timeout=0)
                 self._claim()
                 now = time.monotonic()
                 if now >= next_hb:
@@ -142,17 +147,15 @@ class WorkerIO:
                 pass
         return None
 
-    def _handle(self, msg: dict[str, Any] | None) -> None:
-        while msg is not None:
-            data = json.loads(msg["data"])
-            if data.get("type") == "enqueued":
-                self._wake.set()
-            elif data.get("type") == "cancel":
-                with self.lock:
-                    mine = data["id"] in self.held
-                if mine:
-                    self.inbox.put(CancelMsg(data["id"], "cancelled"))
-            msg = None  # one message per call; the next comes on the next iteration
+    def _handle(self, msg: dict[str, Any]) -> None:
+        data = json.loads(msg["data"])
+        if data.get("type") == "enqueued":
+            self._wake.set()
+        elif data.get("type") == "cancel":
+            with self.lock:
+                mine = data["id"] in self.held
+            if mine:
+                self.inbox.put(CancelMsg(data["id"], "cancelled"))
 
     def _claim(self) -> None:
         if not self.claiming.is_set():

@@ -1,0 +1,75 @@
+"""Every Redis key of DiLaServe, built here and nowhere else (DESIGN §4).
+
+All keys live under one prefix (default `dila`). Lua scripts that must find a request's keys from
+an id they popped get the key *stems* from here (`req_stem`, `events_stem`, `queue_stem`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "dila"
+
+    # ---- per request ----
+    def req(self, req_id: str) -> str:
+        """hash: the request record, status, canvas checkpoint, timings, result."""
+        return f"{self.prefix}:req:{req_id}"
+
+    def events(self, req_id: str) -> str:
+        """stream: per-step progress events, capped, ending with a final event."""
+        return f"{self.prefix}:ev:{req_id}"
+
+    # ---- per pool ----
+    def queue(self, pool: str) -> str:
+        """zset: pending request ids, score = absolute deadline (epoch ms)."""
+        return f"{self.prefix}:q:{pool}"
+
+    # ---- cluster-wide ----
+    def lease(self) -> str:
+        """zset: running request ids, score = lease expiry (epoch ms)."""
+        return f"{self.prefix}:lease"
+
+    def worker(self, worker_id: str) -> str:
+        """hash with TTL: a worker's heartbeat."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def workers(self) -> str:
+        """set: ids of workers that have heartbeat (entries whose hash expired are stale)."""
+        return f"{self.prefix}:workers"
+
+    def pools(self) -> str:
+        """set: pool names that have ever had a queue."""
+        return f"{self.prefix}:pools"
+
+    def plan(self) -> str:
+        return f"{self.prefix}:plan"
+
+    def plan_log(self) -> str:
+        return f"{self.prefix}:plan:log"
+
+    def ctl(self) -> str:
+        """pub/sub channel: cancellations, enqueue wake-ups, plan changes."""
+        return f"{self.prefix}:ctl"
+
+    def stats(self, name: str) -> str:
+        """counters (hash) and time-bucketed zsets for operators and the planner."""
+        return f"{self.prefix}:stats:{name}"
+
+    def profile(self, model: str) -> str:
+        return f"{self.prefix}:profile:{model}"
+
+    # ---- stems for Lua scripts that derive keys from popped ids ----
+    @property
+    def req_stem(self) -> str:
+        return self.req("")
+
+    @property
+    def events_stem(self) -> str:
+        return self.events("")
+
+    @property
+    def queue_stem(self) -> str:
+        return self.queue("")

@@ -1,0 +1,27 @@
+-- Put a running request back on its queue (drain, or a retryable failure), keeping its deadline
+-- and its canvas checkpoint; only if the caller still holds its lease.
+-- KEYS: req, events, lease, queue, stats
+-- ARGV: worker_id, attempt, req_id, canvas ('' = keep), ckpt_block, failures_inc, reason, error,
+--       maxlen, ctl_channel, pool
+-- → 1 requeued | 0 ignored
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'deadline_ms')
+if h[1] ~= 'running' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[5], 'stale_handbacks', 1)
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'canvas', ARGV[4], 'ckpt_block', ARGV[5])
+end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[8])
+end
+redis.call('HINCRBY', KEYS[1], 'failures', tonumber(ARGV[6]))
+redis.call('HINCRBY', KEYS[1], 'requeues', 1)
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], h[4], ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', 'requeued',
+  'data', cjson.encode({reason = ARGV[7], error = ARGV[8]}))
+redis.call('HINCRBY', KEYS[5], 'requeued:' .. ARGV[7], 1)
+redis.call('PUBLISH', ARGV[10], cjson.encode({type = 'enqueued', pool = ARGV[11]}))
+return 1

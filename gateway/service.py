@@ -1,0 +1,83 @@
+"""What the routes share: submit (idempotent, bounded), read, cancel, wait for the end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from common.config import Settings
+from common.errors import Conflict, NotFound, Overloaded, Unavailable
+from common.schemas import EventType, RequestRecord
+from gateway.admission import Admission, now_ms
+from gateway.model_info import ModelInfo
+from gateway.store import Event, Store
+
+
+@dataclass(slots=True)
+class Submitted:
+    id: str
+    status: str
+    deadline_ms: float
+    created: bool  # False: the id existed (idempotent replay)
+
+
+class Service:
+    def __init__(self, settings: Settings, model: ModelInfo, store: Store) -> None:
+        self.settings, self.model, self.store = settings, model, store
+        self.admission = Admission(settings, model)
+        self.draining = False
+
+    async def submit(self, rec: RequestRecord) -> Submitted:
+        gw = self.settings.gateway
+        reply = await self.store.submit(rec, gw.max_queue_len)
+        if reply[0] == "full":
+            raise Overloaded(
+                f"pool {rec.pool!r} queue holds {reply[1]} requests, its bound is "
+                f"{gw.max_queue_len}",
+                reason="queue_full",
+                retry_after_s=gw.retry_after_s,
+            )
+        if reply[0] == "exists":
+            h = await self.store.get(rec.id)
+            return Submitted(rec.id, reply[1], float(h.get("deadline_ms", 0)), created=False)
+        return Submitted(rec.id, "queued", rec.deadline_ms, created=True)
+
+    async def get(self, req_id: str) -> dict[str, str]:
+        h = await self.store.get(req_id)
+        if not h:
+            raise NotFound(f"no request with id {req_id!r}", param="id")
+        return h
+
+    async def cancel(self, req_id: str) -> str:
+        reply = await self.store.cancel(req_id, now_ms())
+        if reply[0] == "missing":
+            raise NotFound(f"no request with id {req_id!r}", param="id")
+        if reply[0] == "finished":
+            raise Conflict(f"request {req_id!r} already finished with status {reply[1]!r}")
+        return reply[1]
+
+    async def follow(self, req_id: str, after: str = "0-0") -> AsyncIterator[Event]:
+        async for ev in self.store.follow(req_id, after):
+            yield ev
+
+    async def wait(self, req_id: str) -> dict[str, str]:
+        """Block until the request ends; → its final hash."""
+        try:
+            async with asyncio.timeout(self.settings.gateway.wait_timeout_s):
+                async for ev in self.store.follow(req_id):
+                    if ev.type == EventType.FINAL:
+                        break
+        except TimeoutError as e:
+            raise Unavailable(f"request {req_id!r} did not finish in time") from e
+        return await self.get(req_id)
+
+    def model_card(self) -> dict[str, Any]:
+        return {
+            "id": self.model.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "dilaserve",
+            "max_model_len": self.model.max_seq_len,
+        }

@@ -1,0 +1,210 @@
+"""The worker's hot loop: drain inbox → schedule → execute → update → publish.
+
+Runs on the main thread; Redis lives behind `WorkerIO`'s queues. Policy (admission order, τ per
+step, refresh or reuse) is the scheduler's; this file only moves requests in and results out.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.bus import now_ms
+from common.schemas import WorkItem
+from workers.io import CancelMsg, WorkerIO
+from workers.outbox import Out, OutKind
+from workers.sched.plan import StepPlan, ThresholdRule
+from workers.sched.scheduler import Scheduler
+from workers.sched.state import SeqRequest, SeqStatus, SeqUpdate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoopStats:
+    num_steps: int = 0
+    forward_s: float = 0.0  # inside runner.execute
+    busy_s: float = 0.0  # wall time of steps (schedule + execute + update + publish hand-off)
+    started_s: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class _Meta:
+    attempt: int
+    pool: str
+    prompt_len: int
+    block_length: int
+    stop: list[str]
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        sched: Scheduler,
+        runner: Any,
+        io: WorkerIO,
+        mask_id: int,
+        tau: float,
+        drain_timeout_s: float,
+    ) -> None:
+        self.sched, self.runner, self.io = sched, runner, io
+        self.mask_id, self.tau, self.drain_timeout_s = mask_id, tau, drain_timeout_s
+        self.meta: dict[str, _Meta] = {}
+        self.stats = LoopStats()
+        self._drain_deadline: float | None = None
+
+    def run(self, stop: threading.Event) -> int:
+        """Serve until `stop` is set, then drain: hand everything back at block boundaries."""
+        while True:
+            if stop.is_set() and self._drain_deadline is None:
+                self._begin_drain()
+            self._drain_inbox(block_s=0.0 if self.sched.has_work else 0.05)
+            if self._drain_deadline is not None and self._drained():
+                return 0
+            if self.sched.has_work:
+                self.step()
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        plan = self.sched.schedule(now_ms())
+        self._forget_cancelled(plan)
+        t1 = time.perf_counter()
+        result = self.runner.execute(plan)
+        self.stats.forward_s += time.perf_counter() - t1
+        if self._drain_deadline is not None:
+            self.sched.request_handback(None)  # before update(): it returns those at boundaries
+        updates = self.sched.update(plan, result, now_ms())
+        self.io.publish([self._out(u) for u in updates if u.req_id in self.meta])
+        for u in updates:
+            if u.finished or u.failed or u.handed_back:
+                self._leave(u.req_id)
+        self.stats.num_steps += 1
+        self.stats.busy_s += time.perf_counter() - t0
+        if self.stats.num_steps % 20 == 0:
+            self._export_stats()
+
+    # ---- inbox ----
+
+    def _drain_inbox(self, block_s: float) -> None:
+        try:
+            msg = self.io.inbox.get(timeout=block_s) if block_s > 0 else self.io.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(msg, WorkItem):
+                self._add(msg)
+            else:
+                self._cancel(msg)
+            try:
+                msg = self.io.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _add(self, it: WorkItem) -> None:
+        if it.req_id in self.sched.seqs:
+            # re-claimed while our stale copy still leaves: let the lease lapse, the reaper requeues
+            log.warning("%s claimed again while still scheduled here; skipping", it.req_id)
+            self.io.release(it.req_id)
+            return
+        canvas = it.canvas or (list(it.prompt_ids) + [self.mask_id] * it.max_tokens)
+        tau = max(self.tau, it.min_threshold)
+        self.sched.add(
+            SeqRequest(
+                it.req_id, canvas, len(it.prompt_ids), it.block_length, it.deadline_ms,
+                rule=ThresholdRule(tau), temperature=it.temperature, seed=it.seed,
+                arrival_ms=it.arrival_ms,
+            )
+        )  # fmt: skip
+        self.meta[it.req_id] = _Meta(
+            it.attempt, it.pool, len(it.prompt_ids), it.block_length, it.stop
+        )
+        if self._drain_deadline is not None:
+            self.sched.request_handback(it.req_id)
+
+    def _cancel(self, msg: CancelMsg) -> None:
+        if msg.req_id not in self.meta:
+            return
+        log.info("dropping %s from the batch (%s)", msg.req_id, msg.reason)
+        self.sched.cancel(msg.req_id)
+        del self.meta[msg.req_id]
+        self.io.release(msg.req_id)
+
+    def _forget_cancelled(self, plan: StepPlan) -> None:
+        for req_id in plan.release:
+            st = self.sched.seqs.get(req_id)
+            if st is not None and st.status is SeqStatus.CANCELLED:
+                self.sched.forget(req_id)
+        for req_id in [r for r, st in self.sched.seqs.items() if st.status is SeqStatus.CANCELLED]:
+            self.sched.forget(req_id)
+
+    def _leave(self, req_id: str) -> None:
+        self.meta.pop(req_id, None)
+        if req_id in self.sched.seqs:
+            self.sched.forget(req_id)
+
+    # ---- outbox ----
+
+    def _out(self, u: SeqUpdate) -> Out:
+        m = self.meta[u.req_id]
+        canvas = self.sched.canvas(u.req_id)
+        if u.failed:
+            kind = OutKind.FAILED
+        elif u.handed_back:
+            kind = OutKind.HANDBACK
+        else:
+            kind = OutKind.DONE if u.finished else OutKind.PROGRESS
+        keep_canvas = u.block_done or u.handed_back
+        return Out(
+            kind, u.req_id, m.attempt, m.pool, canvas[m.prompt_len :], m.block_length,
+            steps=u.steps, tokens_committed=u.tokens_committed, tokens_total=u.tokens_total,
+            block=u.block, block_done=u.block_done, tau=u.tau or 0.0,
+            canvas=list(canvas) if keep_canvas else None, error=u.failed or "", stop=m.stop,
+        )  # fmt: skip
+
+    # ---- drain ----
+
+    def _begin_drain(self) -> None:
+        log.info("draining: no more claims; handing back at block boundaries")
+        self.io.stop_claiming()
+        self.sched.request_handback(None)
+        self._drain_deadline = time.monotonic() + self.drain_timeout_s
+        if not self.sched.running:  # nothing steps: waiting ones leave through an empty step
+            self._flush_waiting()
+
+    def _flush_waiting(self) -> None:
+        from workers.sched.plan import StepResult
+
+        updates = self.sched.update(StepPlan(), StepResult(), now_ms())
+        self.io.publish([self._out(u) for u in updates if u.req_id in self.meta])
+        for u in updates:
+            self._leave(u.req_id)
+
+    def _drained(self) -> bool:
+        if not self.meta:
+            return True
+        if time.monotonic() < self._drain_deadline:  # type: ignore[operator]
+            if not self.sched.running:
+                self._flush_waiting()
+            return not self.meta
+        log.warning("drain timeout: handing back %d at their last checkpoint", len(self.meta))
+        self.io.publish([
+            Out(OutKind.HANDBACK, rid, m.attempt, m.pool, [], m.block_length)
+            for rid, m in self.meta.items()
+        ])  # fmt: skip
+        self.meta.clear()
+        return True
+
+    def _export_stats(self) -> None:
+        wall = time.perf_counter() - self.stats.started_s
+        self.io.stats.heartbeat = {
+            "batch_size": str(len(self.sched.running)),
+            "num_steps": str(self.stats.num_steps),
+            "forward_s": f"{self.stats.forward_s:.4f}",
+            "busy_s": f"{self.stats.busy_s:.4f}",
+            "utilisation": f"{self.stats.busy_s / wall:.3f}" if wall > 0 else "0",
+            "num_round_trips": str(self.io.stats.num_round_trips),
+        }
