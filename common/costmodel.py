@@ -2,8 +2,9 @@
 
 A step runs up to two sub-batches (workers/runner.py), timed separately, so each has its own
 linear model (the refresh/reuse asymmetry is explicit):
-    full_ms  = a_full  + b_full  · Σ L_i    + d_full  · Σ L_i²      (refresh and no-cache rows)
-    reuse_ms = a_reuse + b_reuse · Σ q_i    + d_reuse · Σ q_i · L_i (cached rows, q_i fed tokens)
+    full_ms  = a + r · rows + b · Σ L_i + d · Σ L_i²        (refresh and no-cache rows)
+    reuse_ms = a + r · rows + b · Σ q_i + d · Σ q_i · L_i   (cached rows, q_i fed tokens)
+(a: per-step fixed cost, r: per-row gathers and bookkeeping, b: linear layers, d: attention)
 Coefficients are fitted by least squares from measured steps (`dilaserve profile`) and corrected
 online by an EWMA of the measured/predicted ratio. Pure Python: used by workers, the gateway's
 admission, the planner and the simulator alike.
@@ -27,7 +28,8 @@ class SubBatch:
     attn_area: int = 0  # Σ query tokens × keys
 
     def features(self) -> list[float]:
-        return [1.0 if self.num_rows else 0.0, float(self.num_tokens), float(self.attn_area)]
+        has_rows = 1.0 if self.num_rows else 0.0
+        return [has_rows, float(self.num_rows), float(self.num_tokens), float(self.attn_area)]
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,12 +38,21 @@ class StepShape:
     reuse: SubBatch = SubBatch()
 
 
+def shape_of(result: object) -> StepShape:
+    """The composition of a step from its StepResult (workers/sched/plan.py)."""
+    r = result
+    return StepShape(
+        SubBatch(r.num_full_rows, r.num_full_tokens, r.full_attn_area),  # type: ignore[attr-defined]
+        SubBatch(r.num_reuse_rows, r.num_reuse_tokens, r.reuse_attn_area),  # type: ignore[attr-defined]
+    )
+
+
 @dataclass(slots=True)
 class Coeffs:
-    """[a, b, d] for each sub-batch kind, in milliseconds."""
+    """[a, r, b, d] for each sub-batch kind, in milliseconds."""
 
-    full: list[float] = field(default_factory=lambda: [1.0, 0.01, 0.0])
-    reuse: list[float] = field(default_factory=lambda: [1.0, 0.01, 0.0])
+    full: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.01, 0.0])
+    reuse: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.01, 0.0])
 
     def predict(self, shape: StepShape) -> tuple[float, float]:
         f = sum(c * x for c, x in zip(self.full, shape.full.features(), strict=True))
@@ -93,13 +104,13 @@ class CostModel:
         c = self._coeffs(tp)
         B, L = float(batch_size), float(canvas_len)
         if cache_mode == "none":
-            full = c.full[0] + c.full[1] * B * L + c.full[2] * B * L * L
+            full = c.full[0] + _linear(c.full, B, B * L, B * L * L)
             return full * self.correction.get((tp, "full"), 1.0)
         p = min(1.0, 1.0 / max(steps_per_block, 1.0))
         q = float(block_length) if cache_mode == "dual" else L  # prefix feeds the suffix too
         n_full, n_reuse = B * p, B * (1.0 - p)
-        full = (1 - (1 - p) ** B) * c.full[0] + c.full[1] * n_full * L + c.full[2] * n_full * L * L
-        reuse = (1 - p**B) * c.reuse[0] + c.reuse[1] * n_reuse * q + c.reuse[2] * n_reuse * q * L
+        full = (1 - (1 - p) ** B) * c.full[0] + _linear(c.full, n_full, n_full * L, n_full * L * L)
+        reuse = (1 - p**B) * c.reuse[0] + _linear(c.reuse, n_reuse, n_reuse * q, n_reuse * q * L)
         return full * self.correction.get((tp, "full"), 1.0) + reuse * self.correction.get(
             (tp, "reuse"), 1.0
         )
@@ -124,8 +135,12 @@ class CostModel:
         return cls.from_json(Path(path).read_text())
 
 
+def _linear(c: list[float], rows: float, tokens: float, area: float) -> float:
+    return c[1] * rows + c[2] * tokens + c[3] * area
+
+
 def fit(samples: list[tuple[SubBatch, float]]) -> list[float]:
-    """Least squares [a, b, d] from (sub-batch, measured ms) samples; coefficients kept ≥ 0."""
+    """Least squares [a, r, b, d] from (sub-batch, measured ms) samples; coefficients kept ≥ 0."""
     import numpy as np
 
     X = np.array([s.features() for s, _ in samples])
@@ -134,6 +149,6 @@ def fit(samples: list[tuple[SubBatch, float]]) -> list[float]:
     if (coef < 0).any():  # refit without the negative terms: a cost never falls with more work
         keep = coef >= 0
         sub, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
-        coef = np.zeros(3)
+        coef = np.zeros(X.shape[1])
         coef[keep] = np.maximum(sub, 0)
     return [float(c) for c in coef]

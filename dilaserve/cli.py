@@ -12,6 +12,7 @@ import sys
 
 # name → (module, one-line help). Add a line here when adding a command module.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "profile": ("workers.profile", "measure step times and fit the cost model (JSON, Redis)"),
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
 }
 

@@ -31,7 +31,7 @@ def make_profile() -> QualityProfile:
 
 def make_cost() -> CostModel:
     # A refresh costs several times a reuse: full 2 ms + 0.05 ms/token, reuse 1 ms + 0.02 ms/token.
-    return CostModel({1: Coeffs(full=[2.0, 0.05, 0.0], reuse=[1.0, 0.02, 0.0])})
+    return CostModel({1: Coeffs(full=[2.0, 0.0, 0.05, 0.0], reuse=[1.0, 0.0, 0.02, 0.0])})
 
 
 def make_request(

@@ -95,15 +95,18 @@ class ModelRunner:
             t0 = time.perf_counter()
             self._run_isolated(full, self._full_step, result)
             result.full_s = time.perf_counter() - t0
-            result.num_full_tokens = sum(
-                self.seqs[s.req_id].length for s in full if s.req_id in self.seqs
-            )
+            lens = [self.seqs[s.req_id].length for s in full if s.req_id in self.seqs]
+            result.num_full_rows, result.num_full_tokens = len(full), sum(lens)
+            result.full_attn_area = sum(n * n for n in lens)
         if reuse:
             t0 = time.perf_counter()
             self._run_isolated(reuse, self._reuse_step, result)
             result.reuse_s = time.perf_counter() - t0
-            result.num_reuse_tokens = sum(
-                self._reuse_len(s) for s in reuse if s.req_id in self.seqs
+            live = [s for s in reuse if s.req_id in self.seqs]
+            fed = [self._reuse_len(s) for s in live]
+            result.num_reuse_rows, result.num_reuse_tokens = len(reuse), sum(fed)
+            result.reuse_attn_area = sum(
+                q * self.seqs[s.req_id].length for q, s in zip(fed, live, strict=True)
             )
         return result
 

@@ -121,6 +121,10 @@ class StepResult:
     reuse_s: float = 0.0  # wall time of the cached sub-batch
     num_full_tokens: int = 0  # query tokens fed in the full sub-batch (Σ canvas lengths)
     num_reuse_tokens: int = 0  # query tokens fed in the reuse sub-batch
+    num_full_rows: int = 0
+    num_reuse_rows: int = 0
+    full_attn_area: int = 0  # Σ query tokens × keys in the full sub-batch (Σ L²)
+    reuse_attn_area: int = 0  # Σ query tokens × keys in the reuse sub-batch
     failed: dict[str, str] = field(default_factory=dict)  # req_id → error, for requests that raised
 
     @property
