@@ -66,7 +66,7 @@ def _workload(engine: Any, n: int, gen_length: int) -> tuple[list[list[int]], An
     if tok is not None:
         from common import task
 
-        problems = task.test_problems(n)
+        problems = task.problems(seed=1234, split="test", n=n)
         prompts = [tok.encode(p.prompt, add_special_tokens=False) for p in problems]
 
         def check(i: int, ids: list[int]) -> bool:
