@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("workers.profile", "measure step times and fit the cost model (JSON, Redis)"),
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
+    "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
 }
 
 
