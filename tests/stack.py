@@ -29,18 +29,17 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return child_env(
-            self.redis_url,
-            DILA_REDIS__PREFIX=self.prefix,
-            DILA_ENGINE__MODEL_DIR=str(self.model_dir),
-            DILA_ENGINE__MAX_BATCH_SIZE="8",
-            DILA_WORKER__HEARTBEAT_S="0.3",
-            DILA_WORKER__LEASE_S="2",
-            DILA_WORKER__REAP_INTERVAL_S="0.3",
-            DILA_GATEWAY__DRAIN_GRACE_S="0.5",
-            DILA_GATEWAY__DRAIN_TIMEOUT_S="3",
-            **self.env_extra,
-        )
+        defaults = {
+            "DILA_REDIS__PREFIX": self.prefix,
+            "DILA_ENGINE__MODEL_DIR": str(self.model_dir),
+            "DILA_ENGINE__MAX_BATCH_SIZE": "8",
+            "DILA_WORKER__HEARTBEAT_S": "0.3",
+            "DILA_WORKER__LEASE_S": "2",
+            "DILA_WORKER__REAP_INTERVAL_S": "0.3",
+            "DILA_GATEWAY__DRAIN_GRACE_S": "0.5",
+            "DILA_GATEWAY__DRAIN_TIMEOUT_S": "3",
+        }
+        return child_env(self.redis_url, **{**defaults, **self.env_extra})
 
     def bus(self) -> Bus:
         return Bus(RedisCfg(url=self.redis_url, prefix=self.prefix))

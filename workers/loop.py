@@ -50,9 +50,11 @@ class WorkerLoop:
         mask_id: int,
         tau: float,
         drain_timeout_s: float,
+        step_delay_s: float = 0.0,
     ) -> None:
         self.sched, self.runner, self.io = sched, runner, io
         self.mask_id, self.tau, self.drain_timeout_s = mask_id, tau, drain_timeout_s
+        self.step_delay_s = step_delay_s
         self.meta: dict[str, _Meta] = {}
         self.stats = LoopStats()
         self._drain_deadline: float | None = None
@@ -75,6 +77,8 @@ class WorkerLoop:
         t1 = time.perf_counter()
         result = self.runner.execute(plan)
         self.stats.forward_s += time.perf_counter() - t1
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
         if self._drain_deadline is not None:
             self.sched.request_handback(None)  # before update(): it returns those at boundaries
         updates = self.sched.update(plan, result, now_ms())

@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     io = WorkerIO(settings.redis, wcfg, worker_id, ecfg.max_batch_size, codec)
-    loop = WorkerLoop(sched, engine.runner, io, mcfg.mask_token_id, wcfg.tau, wcfg.drain_timeout_s)
+    loop = WorkerLoop(
+        sched, engine.runner, io, mcfg.mask_token_id, wcfg.tau, wcfg.drain_timeout_s,
+        wcfg.debug_step_delay_s,
+    )  # fmt: skip
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
