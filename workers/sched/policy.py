@@ -40,7 +40,8 @@ class PolicyCfg:
 @dataclass(slots=True)
 class Decision:
     admit: list[str] = field(default_factory=list)
-    expire: list[str] = field(default_factory=list)
+    expire: list[str] = field(default_factory=list)  # hopeless, class drops: → expired
+    defer: list[str] = field(default_factory=list)  # hopeless, class serves: → best-effort lane
 
 
 class Policy:
@@ -107,6 +108,11 @@ class DeadlinePolicy(Policy):
                 out.expire.append(st.req_id)
             else:
                 late.append(st)  # best effort, behind every request that can still make it
+        if on_time and late:
+            # Do not let hopeless requests hold claim room that on-time work could use: hand
+            # them back to the pool's best-effort lane, served when nothing on time waits.
+            out.defer = [st.req_id for st in late]
+            late = []
         batch = list(running)
         budget = self._token_budget(running)
         for st in on_time + late:

@@ -114,6 +114,13 @@ class Scheduler:
         decision = self.policy.admit(waiting, running, self.num_free_slots, now_ms)
         for req_id in decision.expire:
             self._expire(self.seqs[req_id])
+        for req_id in decision.defer:
+            st = self.seqs[req_id]
+            st.late = True
+            self._finish(st, SeqStatus.HANDED_BACK, runner_released=False)
+            upd = self._update_of(st, [], [], False)
+            upd.handed_back = upd.late = True
+            self._pending.append(upd)
         for req_id in decision.admit:
             self.seqs[req_id].status = SeqStatus.RUNNING
             self.running.append(req_id)

@@ -91,3 +91,4 @@ class SeqUpdate:
     failed: str | None = None
     handed_back: bool = False
     expired: bool = False
+    late: bool = False  # with handed_back: requeue behind on-time work (the best-effort lane)
