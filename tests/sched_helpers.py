@@ -64,10 +64,13 @@ def drive(
     """Virtual-time loop: requests arrive at arrival_ms; each step advances time by its cost."""
     runner = SimRunner(make_cost(), make_profile(), MASK, seed)
     pending = sorted(arrivals, key=lambda r: r.arrival_ms)
+    late_lane: list[SeqRequest] = []  # handed back as late: re-offered when nothing else waits
     now, trace = 0.0, Trace()
     for step in range(max_steps):
         while pending and pending[0].arrival_ms <= now:
             sched.add(pending.pop(0))
+        if late_lane and not sched.waiting:
+            sched.add(late_lane.pop(0))
         if not sched.has_work:
             if not pending:
                 break
@@ -85,4 +88,9 @@ def drive(
             trace.updates.append(u)
             if u.finished:
                 trace.finish_ms[u.req_id] = now
+            if u.handed_back:
+                st = sched.seqs[u.req_id]
+                st.req.canvas = list(st.canvas)
+                sched.forget(u.req_id)
+                late_lane.append(st.req)
     return trace
