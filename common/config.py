@@ -8,6 +8,7 @@ through constructors. Variables are `DILA_<SECTION>__<FIELD>`, e.g. `DILA_REDIS_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,12 +31,17 @@ class RedisCfg(BaseModel):
 class SloClassCfg(BaseModel):
     name: str
     slo_ms: float = Field(gt=0, description="end-to-end latency SLO: deadline = arrival + slo_ms")
+    tau_floor: float = Field(0.7, gt=0, le=1, description="lowest threshold a deadline may force")
+    weight: float = Field(1.0, gt=0, description="value of meeting this class's SLO (planner)")
+    late_action: Literal["serve", "drop"] = Field(
+        "serve", description="once hopeless: serve best effort (slo_met=false) or drop (expired)"
+    )
 
 
 DEFAULT_SLO_CLASSES = [
-    SloClassCfg(name="interactive", slo_ms=2_000),
-    SloClassCfg(name="standard", slo_ms=10_000),
-    SloClassCfg(name="batch", slo_ms=60_000),
+    SloClassCfg(name="interactive", slo_ms=2_000, tau_floor=0.7, weight=2.0, late_action="drop"),
+    SloClassCfg(name="standard", slo_ms=10_000, tau_floor=0.7),
+    SloClassCfg(name="batch", slo_ms=60_000, tau_floor=0.8, weight=0.5),
 ]
 
 
@@ -47,6 +53,13 @@ class EngineCfg(BaseModel):
     # 0 means "the model's max_seq_len".
     max_canvas_len: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+
+
+class SchedulerCfg(BaseModel):
+    policy: Literal["fcfs-fixed", "edf-fixed", "cw-srpt", "dilaserve"] = "dilaserve"
+    tau_ladder: list[float] = Field([0.9, 0.8, 0.7, 0.6, 0.5], description="highest first")
+    safety: float = Field(0.9, gt=0, le=1, description="plan to finish within this share of slack")
+    max_batch_tokens: int = Field(0, ge=0, description="Σ canvas tokens per batch; 0 = no limit")
 
 
 class GatewayCfg(BaseModel):
@@ -87,6 +100,7 @@ class Settings(BaseSettings):
     engine: EngineCfg = EngineCfg()
     gateway: GatewayCfg = GatewayCfg()
     worker: WorkerCfg = WorkerCfg()
+    scheduler: SchedulerCfg = SchedulerCfg()
     slo_classes: list[SloClassCfg] = DEFAULT_SLO_CLASSES
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "DILA_REDIS_URL")
