@@ -69,6 +69,8 @@ class WorkerLoop:
                 return 0
             if self.sched.has_work:
                 self.step()
+            elif self.stats.num_steps % 20:
+                self._export_stats()  # went idle: leave exact numbers in the heartbeat
 
     def step(self) -> None:
         t0 = time.perf_counter()
