@@ -13,6 +13,7 @@ import sys
 # name → (module, one-line help). Add a line here when adding a command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("workers.profile", "measure step times and fit the cost model (JSON, Redis)"),
+    "simulate": ("loadgen.simulate", "compare scheduling policies on a simulated cluster"),
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
     "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
     "bench-tp": ("workers.bench_tp", "per-step latency and throughput at TP 1 vs TP d (JSON)"),
@@ -25,18 +26,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Every command is listed; only the one being run is imported (to add its arguments)."""
     parser = argparse.ArgumentParser(prog="dilaserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if argv and argv[0] == name:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(importlib.import_module(args._module).run(args) or 0)
 
 
