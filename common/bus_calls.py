@@ -85,7 +85,7 @@ class Calls:
         flat = [x for kv in fields.items() for x in kv]
         return Call(
             "complete",
-            [k.req(req_id), k.events(req_id), k.lease(), self.counters],
+            [k.req(req_id), k.events(req_id), k.lease(), self.counters, k.finished()],
             [worker_id, attempt, req_id, status, now_ms, self.ttl_s, self.maxlen, encode(final),
              *flat],
         )  # fmt: skip
@@ -130,7 +130,7 @@ class Calls:
         k = self.keys
         return Call(
             "reap",
-            [k.lease(), self.counters],
+            [k.lease(), self.counters, k.finished()],
             [now_ms, k.req_stem, k.events_stem, k.queue_stem, max_failures, self.ttl_s,
              self.maxlen, k.ctl(), limit],
         )  # fmt: skip
@@ -139,6 +139,6 @@ class Calls:
         k = self.keys
         return Call(
             "cancel",
-            [k.req(req_id), k.events(req_id), k.lease(), self.counters],
+            [k.req(req_id), k.events(req_id), k.lease(), self.counters, k.finished()],
             [req_id, now_ms, self.ttl_s, self.maxlen, k.ctl(), k.queue_stem],
         )

@@ -61,6 +61,15 @@ class Keys:
     def profile(self, model: str) -> str:
         return f"{self.prefix}:profile:{model}"
 
+    def finished(self) -> str:
+        """stream: one entry (id, status) per request that ends, written by the script that ends
+        it; entry ids are finish times. Folded into metrics and `window`s by the gateway."""
+        return self.stats("finished")
+
+    def window(self, bucket_start_s: int) -> str:
+        """hash with TTL: per class/pool outcome counts of the requests that ended in one bucket."""
+        return self.stats(f"win:{bucket_start_s}")
+
     # ---- stems for Lua scripts that derive keys from popped ids ----
     @property
     def req_stem(self) -> str:

@@ -188,6 +188,7 @@ class WorkerIO:
             "held": str(len(held)),
             "ts_ms": f"{now_ms():.0f}",
             "claiming": "1" if self.claiming.is_set() else "0",
+            "tau": str(self.wcfg.tau),  # default τ; the loop's stats may override with the live one
             **self.stats.heartbeat,
         }
         lost = self.bus.heartbeat(self.worker_id, self.wcfg.lease_s, fields, held)

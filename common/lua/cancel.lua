@@ -1,6 +1,6 @@
 -- Cancel a request: a queued one leaves its queue now; a running one is marked cancelled (the
 -- hash is the truth: its worker's next publish sees it) and its worker is told over pub/sub.
--- KEYS: req, events, lease, stats
+-- KEYS: req, events, lease, stats, finished
 -- ARGV: req_id, now_ms, ttl_s, maxlen, ctl_channel, queue_stem
 -- → {'ok', previous_status} | {'missing'} | {'finished', status}
 local h = redis.call('HMGET', KEYS[1], 'status', 'pool', 'worker')
@@ -22,4 +22,5 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'final',
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
+redis.call('XADD', KEYS[5], '*', 'id', ARGV[1], 'status', 'cancelled')
 return {'ok', h[1]}

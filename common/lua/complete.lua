@@ -1,5 +1,5 @@
 -- Finish a request (done or failed) only if the caller still holds its lease: first writer wins.
--- KEYS: req, events, lease, stats
+-- KEYS: req, events, lease, stats, finished
 -- ARGV: worker_id, attempt, req_id, status, now_ms, ttl_s, maxlen, final_json, field, value, ...
 -- → 1 written | 0 ignored (stale: lease lost, cancelled, or already finished)
 local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
@@ -17,4 +17,5 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', 'final', 'data'
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('HINCRBY', KEYS[4], 'outcome:' .. ARGV[4], 1)
+redis.call('XADD', KEYS[5], '*', 'id', ARGV[3], 'status', ARGV[4])
 return 1

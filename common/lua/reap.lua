@@ -1,6 +1,6 @@
 -- Requeue requests whose lease expired (their worker is gone), keeping the canvas checkpoint;
 -- fail them once they have lost more than max_failures attempts. Safe to run anywhere, any time.
--- KEYS: lease, stats
+-- KEYS: lease, stats, finished
 -- ARGV: now_ms, req_stem, events_stem, queue_stem, max_failures, ttl_s, maxlen, ctl_channel, limit
 -- → {num_requeued, num_failed}
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[9]))
@@ -20,6 +20,7 @@ for _, id in ipairs(ids) do
       redis.call('EXPIRE', rk, ARGV[6])
       redis.call('EXPIRE', ek, ARGV[6])
       redis.call('HINCRBY', KEYS[2], 'outcome:failed', 1)
+      redis.call('XADD', KEYS[3], '*', 'id', id, 'status', 'failed')
       failed = failed + 1
     else
       redis.call('HSET', rk, 'status', 'queued', 'worker', '')
