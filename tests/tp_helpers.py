@@ -1,21 +1,17 @@
 """Rank processes for the tensor-parallel tests: spawn d CPU processes (gloo) around one store.
 
-The parent hosts the rendezvous store on a free port, so no port is guessed. Rank functions live
-here (not in a test file) because spawn children import them by module name.
+Rank functions live here (not in a test file) because spawn children import them by module name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.multiprocessing as mp
 
 from tests.engine_helpers import tiny_model
 from workers.engine import Engine
@@ -23,7 +19,8 @@ from workers.model.loader import read_config, read_state_dict
 from workers.model.tp import GroupLost, build_sharded_model
 from workers.runner import ModelRunner
 from workers.sched.plan import CacheMode, ThresholdRule
-from workers.tp import GroupSpec, TPGroup, host_store
+from workers.tp import GroupSpec, TPGroup
+from workers.tp_local import run_local_group, write_report
 from workers.tp_runner import LeaderRunner, follow
 
 
@@ -60,8 +57,8 @@ def generate(engine: Engine, case: Case) -> list[list[int]]:
 
 
 def _rank_main(
-    rank: int, tp_size: int, port: int, model_spec: dict[str, Any], cases: list[Case],
-    out_dir: str, timeout_s: float, fault: Fault | None,
+    rank: int, tp_size: int, port: int, out_dir: str, model_spec: dict[str, Any],
+    cases: list[Case], timeout_s: float, fault: Fault | None,
 ) -> None:  # fmt: skip
     torch.set_num_threads(1)
     spec = GroupSpec("test", rank, tp_size, "127.0.0.1", port, timeout_s=timeout_s)
@@ -84,7 +81,7 @@ def _rank_main(
     except GroupLost as e:
         report["lost"] = str(e)
     report["elapsed_s"] = time.monotonic() - t0
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    write_report(out_dir, rank, report)
     group.close()
 
 
@@ -117,39 +114,6 @@ def run_group(
     fault: Fault | None = None,
     join_s: float = 120.0,
 ) -> list[dict[str, Any]]:
-    """Run `cases` on a TP group of `tp_size` spawned ranks; returns each rank's report.
-    Every child is killed on the way out, whatever happened."""
-    store = host_store("127.0.0.1", tp_size, join_timeout_s=30.0)
-    ctx = mp.get_context("spawn")
-    out_dir = out_dir / uuid.uuid4().hex[:8]
-    out_dir.mkdir(parents=True)
-    common = (tp_size, store.port, model_spec, cases, str(out_dir), timeout_s, fault)
-    procs = [ctx.Process(target=_rank_main, args=(r, *common), daemon=True) for r in range(tp_size)]
-    try:
-        for p in procs:
-            p.start()
-        _wait(procs, out_dir, join_s)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    return [_report(out_dir, r) for r in range(tp_size)]
-
-
-def _report(out_dir: Path, rank: int) -> dict[str, Any]:
-    path = out_dir / f"rank{rank}.json"
-    return json.loads(path.read_text()) if path.exists() else {"rank": rank, "dead": 1}
-
-
-def _wait(procs: list[Any], out_dir: Path, join_s: float) -> None:
-    """Until every rank exits, or one has reported a lost group (the rest are then broken and
-    are killed by the caller), or `join_s` passes (a hang: fail)."""
-    deadline = time.monotonic() + join_s
-    while time.monotonic() < deadline:
-        exited = [r for r, p in enumerate(procs) if not p.is_alive()]
-        if len(exited) == len(procs) or any("lost" in _report(out_dir, r) for r in exited):
-            return
-        time.sleep(0.1)
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    raise AssertionError(f"ranks {hung} still running after {join_s}s")
+    """Run `cases` on a TP group of `tp_size` spawned ranks; returns each rank's report."""
+    args = (model_spec, cases, timeout_s, fault)
+    return run_local_group(_rank_main, tp_size, args, out_dir, join_s)

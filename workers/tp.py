@@ -37,10 +37,11 @@ class GroupSpec:
     device: str = "cpu"  # "cpu" or "cuda:N"; picks the backend
     timeout_s: float = 30.0  # per collective
     join_timeout_s: float = 60.0  # rendezvous: every rank must connect within this
+    backend_name: str = ""  # "" → nccl on cuda, gloo on cpu; gloo on cuda shares one GPU (tests)
 
     @property
     def backend(self) -> str:
-        return default_backend(self.device)
+        return self.backend_name or default_backend(self.device)
 
 
 def host_store(host: str, tp_size: int, join_timeout_s: float, port: int = 0) -> dist.TCPStore:
