@@ -17,7 +17,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
     "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
     "bench-tp": ("workers.bench_tp", "per-step latency and throughput at TP 1 vs TP d (JSON)"),
-    "bench-tp": ("workers.bench_tp", "per-step latency and throughput at TP 1 vs TP d (JSON)"),
     "up": ("dilaserve.up", "run the whole stack locally: private Redis, gateway, N CPU workers"),
     "gateway": ("gateway.main", "run the HTTP gateway (FastAPI + uvicorn)"),
     "worker": ("workers.main", "run one worker process (model + scheduler + Redis I/O)"),
