@@ -1,7 +1,7 @@
 """The demo task: write each group of letters back in any order, with its size.
 
-A problem is 4–8 labelled groups of 2–5 letters from a–p (half the groups of 3+ letters repeat a
-letter). Prompt `Aabd|Bce|Ccfgh|=`; one correct answer `Adba3|Bec2|Chfcg4|`, then EOS padding
+A problem is 5–9 labelled groups of 2–4 letters from a–p (half the groups of 3–4 letters repeat
+a letter). Prompt `Aabd|Bce|Ccfgh|=`; one correct answer `Adba3|Bec2|Chfcg4|`, then EOS padding
 to GEN_LENGTH tokens. Any order of a group's letters is correct, so the answer is checkable but
 not unique: that is what makes parallel commits conflict (see docs/demo_model.md).
 
@@ -19,16 +19,18 @@ from collections import Counter
 from dataclasses import dataclass
 
 LETTERS = "abcdefghijklmnop"
-LABELS = "ABCDEFGH"
+LABELS = "ABCDEFGHI"
 SEP = "|"
 PROMPT_END = "="
 GEN_LENGTH = 64  # answer tokens per problem, EOS-padded (4 blocks of 16)
-NUM_GROUPS = (4, 8)
-GROUP_SIZE = (2, 5)
+NUM_GROUPS = (5, 9)
+GROUP_SIZE = (2, 4)
 REPEAT_PROB = 0.5  # share of groups (size ≥ 3) that repeat a letter
 ANSWER_CHARS = (33, 48)  # content length: spans 3 blocks, leaves the 4th block to EOS
 # Plackett–Luce weights: a–h equal, i–p increasingly likely to be written first.
-WEIGHTS = dict(zip(LETTERS, [1.0] * 8 + [3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0], strict=True))
+WEIGHTS = dict(
+    zip(LETTERS, [1.0] * 8 + [4.0, 8.0, 12.0, 16.0, 32.0, 48.0, 64.0, 128.0], strict=True)
+)
 TEST_BUCKETS = 10  # a problem whose prompt hash is 0 mod this is held out (test split only)
 SPLITS = ("train", "test")
 

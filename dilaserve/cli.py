@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("loadgen.simulate", "compare scheduling policies on a simulated cluster"),
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
     "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
+    "eval": ("workers.evaluate", "accuracy and tokens/step vs τ on held-out demo problems"),
     "bench-tp": ("workers.bench_tp", "per-step latency and throughput at TP 1 vs TP d (JSON)"),
     "up": ("dilaserve.up", "run the whole stack locally: private Redis, gateway, N CPU workers"),
     "gateway": ("gateway.main", "run the HTTP gateway (FastAPI + uvicorn)"),
