@@ -20,6 +20,9 @@ SCRIPT_NAMES = (
     "submit", "claim", "progress", "complete", "handback", "heartbeat", "reap", "cancel",
 )  # fmt: skip
 STATS_COUNTERS = "counters"
+# Added to the queue score of a request handed back as hopeless (a `serve` class past saving):
+# it is claimed only when no on-time request waits in its pool (the best-effort lane).
+LATE_LANE_MS = 1e13
 
 
 def load_scripts() -> dict[str, str]:
@@ -49,8 +52,8 @@ class Calls:
         return Call(
             "submit",
             [k.req(rec.id), k.queue(rec.pool), k.events(rec.id), k.pools(), self.counters],
-            [rec.id, rec.deadline_ms, queue_bound, rec.pool, self.maxlen, k.ctl(), encode(event),
-             *fields],
+            [rec.id, rec.queue_score or rec.deadline_ms, queue_bound, rec.pool, self.maxlen,
+             k.ctl(), encode(event), *fields],
         )  # fmt: skip
 
     def claim(self, pool: str, worker_id: str, n: int, now_ms: float, lease_ms: float) -> Call:
@@ -100,13 +103,15 @@ class Calls:
         ckpt_block: int,
         reason: str,
         error: str = "",
+        late: bool = False,
     ) -> Call:
         k = self.keys
         return Call(
             "handback",
             [k.req(req_id), k.events(req_id), k.lease(), k.queue(pool), self.counters],
             [worker_id, attempt, req_id, encode(canvas) if canvas is not None else "", ckpt_block,
-             1 if error else 0, reason, error, self.maxlen, k.ctl(), pool],
+             1 if error else 0, reason, error, self.maxlen, k.ctl(), pool,
+             LATE_LANE_MS if late else 0],
         )  # fmt: skip
 
     def heartbeat(

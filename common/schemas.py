@@ -161,6 +161,9 @@ class RequestRecord:
     stop: list[str] = field(default_factory=list)
     kind: str = "native"  # native | completion | chat: how the client wants the answer shaped
     status: str = RequestStatus.QUEUED
+    # Score in the pool queue: the deadline (EDF claims), or the arrival for FCFS baselines.
+    queue_score: float = 0.0
+    admission_flag: str = ""  # e.g. "deadline_infeasible" for a best-effort class admitted late
 
     def to_redis(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -188,6 +191,7 @@ class WorkItem:
     stop: list[str]
     failures: int
     canvas: list[int] | None  # checkpoint: resume from here (next step is a refresh)
+    slo_class: str = ""
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> WorkItem:
@@ -207,6 +211,7 @@ class WorkItem:
             stop=json.loads(h.get("stop", "[]")),
             failures=int(h.get("failures", "0")),
             canvas=json.loads(canvas) if canvas else None,
+            slo_class=h.get("slo_class", ""),
         )
 
 

@@ -25,6 +25,7 @@ class Admission:
         self.pool = settings.worker.pool
         self.model = model
         self.slo_ms = {c.name: c.slo_ms for c in settings.slo_classes}
+        self.fcfs = settings.scheduler.policy == "fcfs-fixed"
         if self.gw.default_slo_class not in self.slo_ms:
             raise ValueError(f"default_slo_class {self.gw.default_slo_class!r} is not configured")
 
@@ -57,11 +58,14 @@ class Admission:
             )
         arrival = now_ms()
         deadline = self._deadline(arrival, slo_class, f)
+        # FCFS baselines claim in arrival order; everything else claims earliest deadline first.
+        score = arrival if self.fcfs else deadline
         return RequestRecord(
             id=req_id, pool=self.pool, slo_class=slo_class, prompt=prompt, prompt_ids=ids,
             max_tokens=max_tokens, block_length=block_length, arrival_ms=arrival,
             deadline_ms=deadline, min_threshold=f.min_threshold or 0.0, priority=f.priority,
             temperature=f.temperature, seed=f.seed, stop=f.stop_list(), kind=kind,
+            queue_score=score,
         )  # fmt: skip
 
     def _block_length(self, max_tokens: int, asked: int | None) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from common.config import Settings
 from common.errors import Conflict, NotFound, Overloaded, Unavailable
 from common.schemas import EventType, RequestRecord
 from gateway.admission import Admission, now_ms
+from gateway.feasibility import DeadlineCheck
 from gateway.model_info import ModelInfo
 from gateway.store import Event, Store
 
@@ -27,10 +29,23 @@ class Service:
     def __init__(self, settings: Settings, model: ModelInfo, store: Store) -> None:
         self.settings, self.model, self.store = settings, model, store
         self.admission = Admission(settings, model)
+        self.deadlines = DeadlineCheck(
+            Path(settings.engine.model_dir), settings.slo_classes, settings.engine.max_batch_size
+        )
         self.draining = False
 
     async def submit(self, rec: RequestRecord) -> Submitted:
         gw = self.settings.gateway
+        if self.deadlines.enabled and await self._deadline_infeasible(rec):
+            if self.deadlines.late_action(rec) == "drop":
+                raise Overloaded(
+                    f"deadline_ms={rec.deadline_ms:.0f} cannot be met even at the "
+                    f"{rec.slo_class!r} class's threshold floor with the work queued ahead; "
+                    "relax the deadline or retry later",
+                    reason="deadline_infeasible",
+                    retry_after_s=gw.retry_after_s,
+                )
+            rec.admission_flag = "deadline_infeasible"  # `serve` classes: admitted, flagged
         reply = await self.store.submit(rec, gw.max_queue_len)
         if reply[0] == "full":
             raise Overloaded(
@@ -43,6 +58,13 @@ class Service:
             h = await self.store.get(rec.id)
             return Submitted(rec.id, reply[1], float(h.get("deadline_ms", 0)), created=False)
         return Submitted(rec.id, "queued", rec.deadline_ms, created=True)
+
+    async def _deadline_infeasible(self, rec: RequestRecord) -> bool:
+        rate = self.deadlines.cached_rate(rec.pool)
+        if rate is None:
+            rate = self.deadlines.remember_rate(rec.pool, *await self.store.pool_rate(rec.pool))
+        ahead = await self.store.count_ahead(rec.pool, rec.queue_score or rec.deadline_ms)
+        return self.deadlines.infeasible(rec, ahead, rate)
 
     async def get(self, req_id: str) -> dict[str, str]:
         h = await self.store.get(req_id)

@@ -65,6 +65,23 @@ class Store:
     async def queue_len(self, pool: str) -> int:
         return int(await self.client.zcard(self.keys.queue(pool)))
 
+    async def count_ahead(self, pool: str, score: float) -> int:
+        """Requests queued in `pool` that a claim takes before one with this score."""
+        return int(await self.client.zcount(self.keys.queue(pool), "-inf", f"({score}"))
+
+    async def pool_rate(self, pool: str) -> tuple[float, int]:
+        """(Σ measured service rate in req/s, live workers) over the pool's heartbeats."""
+        ids = await self.client.smembers(self.keys.workers())
+        pipe = self.client.pipeline(transaction=False)
+        for w in ids:
+            pipe.hmget(self.keys.worker(w), "pool", "service_rate_rps")
+        rps, n = 0.0, 0
+        for pool_name, rate in await pipe.execute():
+            if pool_name == pool:
+                n += 1
+                rps += float(rate or 0.0)
+        return rps, n
+
     async def follow(self, req_id: str, after: str = "0-0") -> AsyncIterator[Event]:
         """Every event after `after` (all of them by default), live, until the final one.
 

@@ -45,8 +45,17 @@ def request_view(h: dict[str, str]) -> RequestView:
         arrival_ms=_f(h, "arrival_ms") or 0.0,
         deadline_ms=deadline,
         timings=timings(h),
-        slo_met=(finished <= deadline) if status is RequestStatus.DONE and finished else None,
+        slo_met=_slo_met(status, finished, deadline),
         thresholds=taus,
         worker=h.get("worker") or None,
         attempts=_i(h, "attempt"),
     )
+
+
+def _slo_met(status: RequestStatus, finished_ms: float | None, deadline_ms: float) -> bool | None:
+    """Met when done by the deadline; missed when done late or ended without an answer."""
+    if status is RequestStatus.DONE and finished_ms:
+        return finished_ms <= deadline_ms
+    if status in (RequestStatus.EXPIRED, RequestStatus.FAILED, RequestStatus.REJECTED):
+        return False
+    return None

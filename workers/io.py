@@ -58,8 +58,10 @@ class WorkerIO:
         worker_id: str,
         max_batch_size: int,
         codec: Any,
+        tp_degree: int = 1,  # of the TP group this worker leads (heartbeat only)
     ) -> None:
         self.wcfg, self.worker_id, self.max_batch_size = wcfg, worker_id, max_batch_size
+        self.tp_degree = tp_degree
         self.bus = Bus(rcfg)
         self.codec = codec
         self.inbox: queue.Queue[WorkItem | CancelMsg] = queue.Queue()
@@ -184,7 +186,7 @@ class WorkerIO:
         fields = {
             "pool": self.wcfg.pool,
             "tp_rank": "0",
-            "tp_degree": "1",
+            "tp_degree": str(self.tp_degree),
             "held": str(len(held)),
             "ts_ms": f"{now_ms():.0f}",
             "claiming": "1" if self.claiming.is_set() else "0",

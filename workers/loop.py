@@ -10,10 +10,12 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.bus import now_ms
+from common.config import SloClassCfg
 from common.schemas import WorkItem
 from workers.io import CancelMsg, WorkerIO
 from workers.outbox import Out, OutKind
@@ -24,8 +26,12 @@ from workers.sched.state import SeqRequest, SeqStatus, SeqUpdate
 log = logging.getLogger(__name__)
 
 
+RATE_WINDOW_S = 20.0  # the service rate a worker reports is measured over this window
+
+
 @dataclass(slots=True)
 class LoopStats:
+    finished_at_s: deque[float] = field(default_factory=deque)  # monotonic finish times
     num_steps: int = 0
     forward_s: float = 0.0  # inside runner.execute
     busy_s: float = 0.0  # wall time of steps (schedule + execute + update + publish hand-off)
@@ -51,9 +57,11 @@ class WorkerLoop:
         tau: float,
         drain_timeout_s: float,
         step_delay_s: float = 0.0,
+        classes: dict[str, SloClassCfg] | None = None,
     ) -> None:
         self.sched, self.runner, self.io = sched, runner, io
         self.mask_id, self.tau, self.drain_timeout_s = mask_id, tau, drain_timeout_s
+        self.classes = classes or {}
         self.step_delay_s = step_delay_s
         self.meta: dict[str, _Meta] = {}
         self.stats = LoopStats()
@@ -86,7 +94,9 @@ class WorkerLoop:
         updates = self.sched.update(plan, result, now_ms())
         self.io.publish([self._out(u) for u in updates if u.req_id in self.meta])
         for u in updates:
-            if u.finished or u.failed or u.handed_back:
+            if u.finished:
+                self.stats.finished_at_s.append(time.monotonic())
+            if u.finished or u.failed or u.handed_back or u.expired:
                 self._leave(u.req_id)
         self.stats.num_steps += 1
         self.stats.busy_s += time.perf_counter() - t0
@@ -117,12 +127,15 @@ class WorkerLoop:
             self.io.release(it.req_id)
             return
         canvas = it.canvas or (list(it.prompt_ids) + [self.mask_id] * it.max_tokens)
-        tau = max(self.tau, it.min_threshold)
+        tau = max(self.tau, it.min_threshold)  # the pool default τ, or a client floor above it
+        cls = self.classes.get(it.slo_class)
+        floor = max(cls.tau_floor if cls else tau, it.min_threshold)
         self.sched.add(
             SeqRequest(
                 it.req_id, canvas, len(it.prompt_ids), it.block_length, it.deadline_ms,
                 rule=ThresholdRule(tau), temperature=it.temperature, seed=it.seed,
-                arrival_ms=it.arrival_ms,
+                arrival_ms=it.arrival_ms, tau_floor=min(floor, tau),
+                late_action=cls.late_action if cls else "serve", slo_class=it.slo_class,
             )
         )  # fmt: skip
         self.meta[it.req_id] = _Meta(
@@ -159,6 +172,8 @@ class WorkerLoop:
         canvas = self.sched.canvas(u.req_id)
         if u.failed:
             kind = OutKind.FAILED
+        elif u.expired:
+            kind = OutKind.EXPIRED
         elif u.handed_back:
             kind = OutKind.HANDBACK
         else:
@@ -169,6 +184,7 @@ class WorkerLoop:
             steps=u.steps, tokens_committed=u.tokens_committed, tokens_total=u.tokens_total,
             block=u.block, block_done=u.block_done, tau=u.tau or 0.0,
             canvas=list(canvas) if keep_canvas else None, error=u.failed or "", stop=m.stop,
+            late=u.late,
         )  # fmt: skip
 
     # ---- drain ----
@@ -204,6 +220,14 @@ class WorkerLoop:
         self.meta.clear()
         return True
 
+    def _service_rate_rps(self) -> float:
+        """Requests finished per second over the last RATE_WINDOW_S (0 until one finished)."""
+        now, done = time.monotonic(), self.stats.finished_at_s
+        while done and done[0] < now - RATE_WINDOW_S:
+            done.popleft()
+        window = min(RATE_WINDOW_S, time.perf_counter() - self.stats.started_s)
+        return len(done) / window if window > 0 else 0.0
+
     def _export_stats(self) -> None:
         wall = time.perf_counter() - self.stats.started_s
         self.io.stats.heartbeat = {
@@ -213,4 +237,7 @@ class WorkerLoop:
             "busy_s": f"{self.stats.busy_s:.4f}",
             "utilisation": f"{self.stats.busy_s / wall:.3f}" if wall > 0 else "0",
             "num_round_trips": str(self.io.stats.num_round_trips),
+            "policy": self.sched.cfg.policy.name,
+            "service_rate_rps": f"{self._service_rate_rps():.3f}",
+            **{f"cost_{k}": f"{v:.4f}" for k, v in self.sched.predictions.summary().items()},
         }

@@ -6,10 +6,19 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from common.config import Settings
+from common.config import Settings, WorkerCfg
+from common.costmodel import CostModel
 from common.ids import new_worker_id
 from common.log import setup_logging
+from common.quality import QualityProfile
+from workers.sched.policy import PolicyCfg
+
+if TYPE_CHECKING:
+    from workers.io import WorkerIO
+    from workers.loop import WorkerLoop
 
 log = logging.getLogger("workers")
 
@@ -24,10 +33,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from workers.engine import Engine
-    from workers.io import WorkerIO
-    from workers.loop import WorkerLoop
-    from workers.sched.scheduler import Scheduler, SchedulerConfig
-    from workers.text import TextCodec
 
     setup_logging(json_lines=args.log_json)
     settings = Settings()
@@ -36,22 +41,15 @@ def run(args: argparse.Namespace) -> int:
         ecfg = ecfg.model_copy(update={"model_dir": args.model_dir})
     if args.pool:
         wcfg = wcfg.model_copy(update={"pool": args.pool})
+    settings = settings.model_copy(update={"engine": ecfg, "worker": wcfg})
     if ecfg.num_threads:
         torch.set_num_threads(ecfg.num_threads)
     worker_id = wcfg.worker_id or new_worker_id()
 
     engine = Engine.from_dir(ecfg.model_dir, ecfg.max_batch_size, ecfg.device, ecfg.dtype)
-    mcfg = engine.cfg
-    codec = TextCodec(engine.tokenizer, mcfg.mask_token_id, mcfg.eos_token_id, mcfg.pad_token_id)
-    sched = Scheduler(
-        SchedulerConfig(
-            mcfg.mask_token_id, mcfg.eos_token_id, ecfg.max_batch_size, wcfg.max_retries
-        )
-    )
-    io = WorkerIO(settings.redis, wcfg, worker_id, ecfg.max_batch_size, codec)
-    loop = WorkerLoop(
-        sched, engine.runner, io, mcfg.mask_token_id, wcfg.tau, wcfg.drain_timeout_s,
-        wcfg.debug_step_delay_s,
+    loop, io = build_loop(
+        settings, wcfg, worker_id, engine.runner, engine.cfg, engine.tokenizer,
+        ecfg.max_batch_size,
     )  # fmt: skip
 
     stop = threading.Event()
@@ -63,6 +61,63 @@ def run(args: argparse.Namespace) -> int:
     io.close()
     log.info("worker %s stopped", worker_id)
     return code
+
+
+def build_loop(
+    settings: Settings,
+    wcfg: WorkerCfg,
+    worker_id: str,
+    runner: Any,
+    mcfg: Any,
+    tokenizer: Any,
+    max_batch_size: int,
+    tp_degree: int = 1,
+) -> tuple[WorkerLoop, WorkerIO]:
+    """Scheduler, Redis threads and hot loop around a runner (a ModelRunner, or a TP group's
+    leader runner: workers/slot.py builds its groups' loops here too)."""
+    from workers.io import WorkerIO
+    from workers.loop import WorkerLoop
+    from workers.sched.scheduler import Scheduler, SchedulerConfig
+    from workers.text import TextCodec
+
+    codec = TextCodec(tokenizer, mcfg.mask_token_id, mcfg.eos_token_id, mcfg.pad_token_id)
+    cost, profile = load_profiles(Path(settings.engine.model_dir))
+    sched = Scheduler(
+        SchedulerConfig(
+            mcfg.mask_token_id, mcfg.eos_token_id, max_batch_size, wcfg.max_retries,
+            policy_cfg(settings, tp_degree, has_cost_model=cost is not None),
+        ),
+        cost, profile,
+    )  # fmt: skip
+    io = WorkerIO(settings.redis, wcfg, worker_id, max_batch_size, codec, tp_degree=tp_degree)
+    loop = WorkerLoop(
+        sched, runner, io, mcfg.mask_token_id, wcfg.tau, wcfg.drain_timeout_s,
+        wcfg.debug_step_delay_s, {c.name: c for c in settings.slo_classes},
+    )  # fmt: skip
+    return loop, io
+
+
+def policy_cfg(settings: Settings, tp_degree: int = 1, has_cost_model: bool = True) -> PolicyCfg:
+    s = settings.scheduler
+    name = s.policy
+    if name == "dilaserve" and not has_cost_model:
+        log.warning(
+            "no costmodel.json next to the model: deadline-aware control is off, serving "
+            "edf-fixed (run `dilaserve profile --model %s`)", settings.engine.model_dir,
+        )  # fmt: skip
+        name = "edf-fixed"
+    return PolicyCfg(
+        name, tuple(sorted(s.tau_ladder, reverse=True)), safety=s.safety,
+        max_batch_tokens=s.max_batch_tokens, tp=tp_degree,
+    )  # fmt: skip
+
+
+def load_profiles(model_dir: Path) -> tuple[CostModel | None, QualityProfile | None]:
+    """The model's cost model and quality profile, shipped next to its weights."""
+    cost_path, prof_path = model_dir / "costmodel.json", model_dir / "quality_profile.json"
+    cost = CostModel.load(cost_path) if cost_path.exists() else None
+    profile = QualityProfile.load(prof_path) if prof_path.exists() else None
+    return cost, profile
 
 
 def main(argv: list[str] | None = None) -> int:

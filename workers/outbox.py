@@ -18,6 +18,7 @@ class OutKind(StrEnum):
     PROGRESS = "progress"
     DONE = "done"  # progress of the last step, then completion
     FAILED = "failed"
+    EXPIRED = "expired"  # could no longer make its deadline; its class drops such requests
     HANDBACK = "handback"
 
 
@@ -38,6 +39,7 @@ class Out:
     canvas: list[int] | None = None  # whole canvas: checkpoint (block end) or hand-back
     error: str = ""
     stop: list[str] = field(default_factory=list)
+    late: bool = False  # HANDBACK of a hopeless request: requeue in the best-effort lane
 
 
 def _report(o: Out, codec: Any) -> StepReport:
@@ -68,13 +70,14 @@ def build_calls(
             text, reason = codec.final(o.answer, o.stop)
             fields = {"text": text, "finish_reason": reason, "steps": str(o.steps)}
             extra.append(calls.complete(worker_id, o.req_id, o.attempt, "done", at, fields))
-        elif o.kind is OutKind.FAILED:
-            fields = {"error": o.error}
-            extra.append(calls.complete(worker_id, o.req_id, o.attempt, "failed", at, fields))
+        elif o.kind in (OutKind.FAILED, OutKind.EXPIRED):
+            fields = {"error": o.error} if o.error else {"steps": str(o.steps)}
+            extra.append(calls.complete(worker_id, o.req_id, o.attempt, o.kind.value, at, fields))
         elif o.kind is OutKind.HANDBACK:
+            reason = "late" if o.late else "drain"
             extra.append(
                 calls.handback(
-                    worker_id, o.req_id, o.attempt, o.pool, o.canvas, o.block, reason="drain"
+                    worker_id, o.req_id, o.attempt, o.pool, o.canvas, o.block, reason, late=o.late
                 )
             )
         if o.kind is not OutKind.PROGRESS:

@@ -2,9 +2,9 @@
 -- and its canvas checkpoint; only if the caller still holds its lease.
 -- KEYS: req, events, lease, queue, stats
 -- ARGV: worker_id, attempt, req_id, canvas ('' = keep), ckpt_block, failures_inc, reason, error,
---       maxlen, ctl_channel, pool
+--       maxlen, ctl_channel, pool, score_offset (the best-effort lane for late requests)
 -- → 1 requeued | 0 ignored
-local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'deadline_ms')
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'deadline_ms', 'queue_score')
 if h[1] ~= 'running' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[5], 'stale_handbacks', 1)
   return 0
@@ -19,7 +19,8 @@ end
 redis.call('HINCRBY', KEYS[1], 'failures', tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[1], 'requeues', 1)
 redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[4], h[4], ARGV[3])
+local score = tonumber(h[5] or h[4]) or tonumber(h[4])
+redis.call('ZADD', KEYS[4], score + tonumber(ARGV[12] or '0'), ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', 'requeued',
   'data', cjson.encode({reason = ARGV[7], error = ARGV[8]}))
 redis.call('HINCRBY', KEYS[5], 'requeued:' .. ARGV[7], 1)

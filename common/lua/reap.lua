@@ -9,7 +9,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local rk = ARGV[2] .. id
   local ek = ARGV[3] .. id
-  local h = redis.call('HMGET', rk, 'status', 'pool', 'deadline_ms', 'worker')
+  local h = redis.call('HMGET', rk, 'status', 'pool', 'deadline_ms', 'worker', 'queue_score')
   if h[1] == 'running' then
     local failures = redis.call('HINCRBY', rk, 'failures', 1)
     if failures > tonumber(ARGV[5]) then
@@ -25,7 +25,7 @@ for _, id in ipairs(ids) do
     else
       redis.call('HSET', rk, 'status', 'queued', 'worker', '')
       redis.call('HINCRBY', rk, 'requeues', 1)
-      redis.call('ZADD', ARGV[4] .. h[2], h[3], id)
+      redis.call('ZADD', ARGV[4] .. h[2], h[5] or h[3], id)
       redis.call('XADD', ek, 'MAXLEN', '~', ARGV[7], '*', 'type', 'requeued',
         'data', cjson.encode({reason = 'lease_expired', worker = h[4]}))
       redis.call('PUBLISH', ARGV[8], cjson.encode({type = 'enqueued', pool = h[2]}))

@@ -12,6 +12,7 @@ import bisect
 import heapq
 from dataclasses import dataclass, field
 
+from common.bus_calls import LATE_LANE_MS
 from common.costmodel import CostModel
 from common.quality import QualityProfile
 from loadgen.metrics import Outcome
@@ -22,7 +23,6 @@ from workers.sched.scheduler import Scheduler, SchedulerConfig
 from workers.sched.state import SeqRequest
 
 MASK, EOS = 3, 2
-LATE_LANE_MS = 1e13  # added to the queue score of requests handed back as late
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.costmodel import CostModel
+from common.costmodel import CostModel, shape_of
 from common.quality import QualityProfile
 from workers.sched.plan import (
     CacheMode,
@@ -23,6 +23,7 @@ from workers.sched.plan import (
     ThresholdRule,
 )
 from workers.sched.policy import DeadlinePolicy, PolicyCfg, make_policy
+from workers.sched.predict import PredictionLog
 from workers.sched.state import SeqRequest, SeqState, SeqStatus, SeqUpdate
 
 
@@ -50,6 +51,8 @@ class Scheduler:
         self._arrivals = 0
         self._release: list[str] = []  # ids the runner must drop at the next step
         self._pending: list[SeqUpdate] = []  # decided in schedule(), reported by update()
+        self.predictions = PredictionLog()
+        self._predicted: dict[str, tuple[float, float]] = {}  # id → (admitted at, finish) ms
 
     # ---- membership ----
 
@@ -95,7 +98,7 @@ class Scheduler:
     def schedule(self, now_ms: float) -> StepPlan:
         plan = StepPlan(release=self._release)
         self._release = []
-        self._drop_requested(plan, at_boundary_only=False)
+        self._pending.extend(self._drop_requested(plan, at_boundary_only=False))
         self._admit(plan, now_ms)
         for req_id in self.running:
             st = self.seqs[req_id]
@@ -124,6 +127,13 @@ class Scheduler:
         for req_id in decision.admit:
             self.seqs[req_id].status = SeqStatus.RUNNING
             self.running.append(req_id)
+        if self.policy.cost is not None:
+            for req_id in decision.admit:
+                st = self.seqs[req_id]
+                tau = self.policy.rule_for(st, len(self.running), now_ms)
+                tau_v = tau.tau if isinstance(tau, ThresholdRule) else 1.0
+                finish = self.policy.predict_finish_ms(st, tau_v, len(self.running), now_ms)
+                self._predicted[req_id] = (now_ms, finish)
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
 
     def _expire_hopeless(self, running: list[SeqState], now_ms: float) -> None:
@@ -160,13 +170,29 @@ class Scheduler:
     # ---- update ----
 
     def update(self, plan: StepPlan, result: StepResult, now_ms: float) -> list[SeqUpdate]:
+        self._observe_cost(result)
         updates, self._pending = self._pending, []
         updates.extend(self._apply(out) for out in result.outputs if out.req_id in self.seqs)
+        for u in updates:
+            if u.finished and u.req_id in self._predicted:
+                admitted, finish = self._predicted.pop(u.req_id)
+                self.predictions.record_completion(finish - admitted, now_ms - admitted)
+            elif u.failed or u.handed_back or u.expired:
+                self._predicted.pop(u.req_id, None)
         for req_id, error in result.failed.items():
             if req_id in self.seqs:
                 updates.extend(self._fail(self.seqs[req_id], error))
         updates.extend(self._drop_requested(None, at_boundary_only=True))
         return updates
+
+    def _observe_cost(self, result: StepResult) -> None:
+        """Score the cost model's prediction of this step, then correct it online."""
+        cost = self.policy.cost
+        if cost is None or not (result.full_s or result.reuse_s):
+            return
+        shape = shape_of(result)
+        self.predictions.record_step(cost.step_ms(shape, self.cfg.policy.tp), 1e3 * result.step_s)
+        cost.observe(shape, 1e3 * result.full_s, 1e3 * result.reuse_s, self.cfg.policy.tp)
 
     def _apply(self, out: SeqOutput) -> SeqUpdate:
         st = self.seqs[out.req_id]

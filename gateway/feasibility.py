@@ -1,0 +1,87 @@
+"""Deadline feasibility at submit (issue 5): can this request still make its deadline at its
+class's τ floor, given the work queued ahead of it and the pool's service rate?
+
+wait_ms    = (requests queued ahead in the pool) / (pool service rate, req/s)
+service_ms = steps at the floor τ × step time of a lone request (cost model)
+Infeasible when arrival + wait + service > deadline. The service rate is what the pool's
+workers measured (finished requests per second, in their heartbeats); before any has finished,
+the cost model's estimate per live worker stands in. Without a cost model nothing is rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import SloClassCfg
+from common.costmodel import CostModel
+from common.quality import QualityProfile
+from common.schemas import RequestRecord
+
+CACHE_S = 0.5  # pool service rate is re-read at most this often
+
+
+@dataclass(slots=True)
+class PoolRate:
+    rps: float
+    num_workers: int
+    at_s: float
+
+
+class DeadlineCheck:
+    def __init__(self, model_dir: Path, classes: list[SloClassCfg], max_batch_size: int) -> None:
+        cost_path, prof_path = model_dir / "costmodel.json", model_dir / "quality_profile.json"
+        self.cost = CostModel.load(cost_path) if cost_path.exists() else None
+        self.profile = QualityProfile.load(prof_path) if prof_path.exists() else None
+        self.classes = {c.name: c for c in classes}
+        self.max_batch_size = max_batch_size
+        self._rates: dict[str, PoolRate] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.cost is not None
+
+    def service_ms(self, rec: RequestRecord, batch_size: int = 1) -> float:
+        """Predicted decode time at the class floor in a batch of `batch_size`."""
+        assert self.cost is not None
+        floor = self._floor(rec)
+        tps = self.profile.at(floor).tokens_per_step if self.profile else 3.0
+        tps = max(tps, 1.0)
+        num_blocks = rec.max_tokens // rec.block_length
+        steps = max(num_blocks, rec.max_tokens / tps)
+        canvas = len(rec.prompt_ids) + rec.max_tokens
+        step_ms = self.cost.batch_step_ms(
+            batch_size, canvas, rec.block_length, rec.block_length / tps
+        )
+        return steps * step_ms
+
+    def estimated_rps(self, rec: RequestRecord, num_workers: int) -> float:
+        """Cost-model throughput of `num_workers` full batches, for before anything finished."""
+        b = self.max_batch_size
+        return num_workers * b / (self.service_ms(rec, b) / 1e3)
+
+    def infeasible(self, rec: RequestRecord, num_ahead: int, rate: PoolRate | None) -> bool:
+        if self.cost is None:
+            return False
+        rps = rate.rps if rate and rate.rps > 0 else 0.0
+        if rps <= 0 and rate and rate.num_workers:
+            rps = self.estimated_rps(rec, rate.num_workers)
+        wait_ms = 1e3 * num_ahead / rps if rps > 0 else 0.0
+        return rec.arrival_ms + wait_ms + self.service_ms(rec) > rec.deadline_ms
+
+    def cached_rate(self, pool: str) -> PoolRate | None:
+        r = self._rates.get(pool)
+        return r if r and time.monotonic() - r.at_s < CACHE_S else None
+
+    def remember_rate(self, pool: str, rps: float, num_workers: int) -> PoolRate:
+        self._rates[pool] = PoolRate(rps, num_workers, time.monotonic())
+        return self._rates[pool]
+
+    def late_action(self, rec: RequestRecord) -> str:
+        cls = self.classes.get(rec.slo_class)
+        return cls.late_action if cls else "serve"
+
+    def _floor(self, rec: RequestRecord) -> float:
+        cls = self.classes.get(rec.slo_class)
+        return max(cls.tau_floor if cls else 0.9, rec.min_threshold)

@@ -1,0 +1,32 @@
+"""How well the cost model predicts: relative errors of step and completion-time predictions,
+kept over a rolling window so a worker can export them (and the benchmark can quote them)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW = 4000
+
+
+@dataclass(slots=True)
+class PredictionLog:
+    step: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    completion: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    def record_step(self, predicted_ms: float, measured_ms: float) -> None:
+        if measured_ms > 0:
+            self.step.append(abs(predicted_ms - measured_ms) / measured_ms)
+
+    def record_completion(self, predicted_ms: float, measured_ms: float) -> None:
+        if measured_ms > 0:
+            self.completion.append(abs(predicted_ms - measured_ms) / measured_ms)
+
+    def summary(self) -> dict[str, float]:
+        out = {}
+        for name, errs in (("step", self.step), ("completion", self.completion)):
+            if errs:
+                out[f"{name}_median_abs_error"] = statistics.median(errs)
+                out[f"{name}_samples"] = float(len(errs))
+        return out
