@@ -1,0 +1,111 @@
+"""A whole DiLaServe on this machine as child processes: a private Redis (unless one is given),
+the gateway and N CPU workers. Used by `dilaserve up` and by the real-system benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.redis_server import RedisServer
+
+
+@dataclass
+class LocalStack:
+    model_dir: Path
+    data_dir: Path
+    num_workers: int = 2
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None  # None → start a private redis-server with AOF
+    env_extra: dict[str, str] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    server: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    def start(self, timeout_s: float = 120.0) -> LocalStack:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if not self.redis_url:
+            self.server = RedisServer(data_dir=self.data_dir / "redis", appendonly=True).start()
+            self.redis_url = self.server.url
+        cmds = [["-m", "gateway"]] + [["-m", "workers"]] * self.num_workers
+        for i, cmd in enumerate(cmds):
+            name = "gateway" if i == 0 else f"worker{i - 1}"
+            with open(self.logs / f"{name}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, *cmd], env=self._env(), stdout=log, stderr=subprocess.STDOUT
+                )
+            self.procs.append(proc)
+        if not self._wait_ready(timeout_s):
+            self.stop(5.0)
+            raise RuntimeError(f"the stack did not come up; see {self.logs}/")
+        return self
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout_s: float) -> None:
+        """SIGTERM everything (gateway and workers drain), then kill what is left."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "REDIS_URL": str(self.redis_url), "OMP_NUM_THREADS": "1",
+            "DILA_ENGINE__NUM_THREADS": "1", "DILA_GATEWAY__PORT": str(self.port),
+            "DILA_GATEWAY__HOST": self.host,
+            "DILA_ENGINE__MODEL_DIR": str(Path(self.model_dir).resolve()),
+        })  # fmt: skip
+        env.update(self.env_extra)
+        return env
+
+    def _wait_ready(self, timeout_s: float) -> bool:
+        """Gateway ready and every worker heartbeating."""
+        import httpx
+        import redis
+
+        from common.keys import Keys
+
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(str(self.redis_url), decode_responses=True)
+        keys = Keys(self._env().get("DILA_REDIS__PREFIX", "dila"))
+        try:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    return False
+                try:
+                    ready = httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200
+                except httpx.HTTPError:
+                    ready = False
+                workers = [w for w in client.smembers(keys.workers())
+                           if client.exists(keys.worker(w))]  # fmt: skip
+                if ready and len(workers) >= self.num_workers:
+                    return True
+                time.sleep(0.2)
+            return False
+        finally:
+            client.close()
