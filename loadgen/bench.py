@@ -1,0 +1,194 @@
+"""`dilaserve bench`: the scheduling policies on the real stack, same arrivals for each.
+
+For every policy it starts a local stack (private Redis, gateway, N CPU workers with the demo
+model), replays the workload open-loop at each offered load, checks every answer with the demo
+task's checker, and records attainment, goodput, latency percentiles, accuracy, mean τ and
+steps per class; plus the workers' own cost-model prediction errors. Writes JSON and PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from loadgen import workload
+from loadgen.simulate import add_workload_arguments, plot_attainment, write_report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_workload_arguments(p, rates="4,8,12,16")
+    p.add_argument("--port", type=int, default=0, help="gateway port (0 = a free one)")
+    p.add_argument("--data-dir", type=Path, default=Path(".dilaserve/bench"))
+    p.add_argument("--out", type=Path, default=Path("bench_out/bench.json"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from loadgen.traces import parse_mix
+
+    classes, mix = workload.parse_classes(args.classes), parse_mix(args.mix)
+    rates = [float(r) for r in args.rates.split(",")]
+    plans = {
+        r: workload.build(args.arrival, r, args.duration, mix, classes, args.seed) for r in rates
+    }
+    policies = args.policies.split(",")
+    total = len(policies) * sum(len(p) for p in plans.values())
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    with tqdm(total=total, unit="req", desc="bench") as bar:
+        for policy in policies:
+            report["runs"].extend(_run_policy(args, policy, classes, plans, bar))
+    report["goodput_rps"] = _goodput(report, policies)
+    report["summary"] = summarize_against_baseline(report)
+    write_report(report, args.out)
+    plot_latency_cdf(report, args.out.with_name(args.out.stem + "_latency_cdf.png"))
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def _stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) -> dict[str, str]:
+    slo = [
+        {"name": c.name, "slo_ms": c.slo_ms, "tau_floor": c.tau_floor,
+         "late_action": c.late_action, "weight": c.weight}
+        for c in classes.values()
+    ]  # fmt: skip
+    return {
+        "DILA_SCHEDULER__POLICY": policy,
+        "DILA_SLO_CLASSES": json.dumps(slo),
+        "DILA_GATEWAY__DEFAULT_SLO_CLASS": next(iter(classes)),
+        "DILA_ENGINE__MAX_BATCH_SIZE": str(args.max_batch_size),
+        "DILA_GATEWAY__MAX_QUEUE_LEN": "100000",
+    }
+
+
+def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
+                plans: dict[float, list[Any]], bar: Any) -> list[dict[str, Any]]:  # fmt: skip
+    from common.redis_server import free_port
+    from dilaserve.localstack import LocalStack
+    from loadgen.metrics import by_class
+    from loadgen.replay import replay
+
+    stack = LocalStack(
+        args.model, args.data_dir / policy, args.instances, port=args.port or free_port(),
+        env_extra=_stack_env(args, policy, classes),
+    ).start()  # fmt: skip
+    runs = []
+    try:
+        for rate, planned in plans.items():
+            jobs = [_job(p, policy) for p in planned]
+            outcomes = asyncio.run(replay(stack.url, jobs, on_done=bar.update))
+            runs.append({"rate": rate, "policy": policy,
+                         "classes": by_class(outcomes, args.duration),
+                         "cost_model": _prediction_errors(stack)})  # fmt: skip
+            s = runs[-1]["classes"]["all"]
+            bar.write(
+                f"{policy:<11} rate={rate:<5} attainment={s['attainment']:.3f} "
+                f"p50={s['p50_ms'] or 0:.0f}ms acc={s['accuracy']} tau={s['mean_tau']}"
+            )
+    finally:
+        stack.stop(15.0)
+    return runs
+
+
+def _job(p: Any, policy: str) -> Any:
+    from common import task
+    from loadgen.replay import Job
+
+    body = {"prompt": p.problem.prompt, "max_tokens": p.gen_length,
+            "block_length": p.block_length, "slo_class": p.slo_class.name}  # fmt: skip
+    return Job(f"{policy}-{p.req_id}", p.t_s, body, p.slo_class.name,
+               check=lambda text, prob=p.problem: task.check(prob, text))  # fmt: skip
+
+
+def _prediction_errors(stack: Any) -> dict[str, float]:
+    """The workers' rolling median errors of predicted step and completion times."""
+    import redis
+
+    from common.keys import Keys
+
+    client = redis.Redis.from_url(str(stack.redis_url), decode_responses=True)
+    keys, out = Keys(), {}
+    for w in client.smembers(keys.workers()):
+        h = client.hgetall(keys.worker(w))
+        for k, v in h.items():
+            if k.startswith("cost_") and k.endswith("median_abs_error"):
+                out.setdefault(k, []).append(float(v))
+    client.close()
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def _goodput(report: dict[str, Any], policies: list[str]) -> dict[str, float | None]:
+    from loadgen.metrics import goodput_rate
+
+    return {pol: goodput_rate([(r["rate"], r["classes"]["all"]["attainment"])
+                               for r in report["runs"] if r["policy"] == pol])
+            for pol in policies}  # fmt: skip
+
+
+def summarize_against_baseline(
+    report: dict[str, Any], baseline: str = "fcfs-fixed"
+) -> dict[str, Any]:
+    """At the highest load where the baseline meets ≤ 50 % (else the highest load): each
+    policy's attainment gain (points), p50 change (%) and accuracy change (points)."""
+    runs = {(r["policy"], r["rate"]): r["classes"]["all"] for r in report["runs"]}
+    rates = sorted({r["rate"] for r in report["runs"]})
+    low = [r for r in rates if runs.get((baseline, r), {}).get("attainment", 1) <= 0.5]
+    rate = low[0] if low else rates[-1]
+    base = runs.get((baseline, rate))
+    out: dict[str, Any] = {
+        "rate": rate,
+        "baseline": baseline,
+        "goodput_rps": report.get("goodput_rps"),
+    }
+    if not base:
+        return out
+    for (pol, r), s in runs.items():
+        if r != rate or pol == baseline:
+            continue
+        out[pol] = {
+            "attainment_gain_points": 100 * (s["attainment"] - base["attainment"]),
+            "p50_change_pct": _pct(s["p50_ms"], base["p50_ms"]),
+            "accuracy_change_points": _points(s["accuracy"], base["accuracy"]),
+        }
+    return out
+
+
+def _pct(new: float | None, old: float | None) -> float | None:
+    return 100 * (new - old) / old if new is not None and old else None
+
+
+def _points(new: float | None, old: float | None) -> float | None:
+    return 100 * (new - old) if new is not None and old is not None else None
+
+
+def plot_latency_cdf(report: dict[str, Any], png: Path) -> None:
+    """Latency percentiles per policy at the summary's load (p50/p90/p99 as a step CDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rate = report["summary"]["rate"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["runs"]:
+        if r["rate"] != rate:
+            continue
+        s = r["classes"]["all"]
+        xs = [s["p50_ms"], s["p90_ms"], s["p99_ms"]]
+        if None not in xs:
+            ax.plot(xs, [50, 90, 99], marker="o", label=r["policy"])
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency (ms)")
+    ax.set_ylabel("percentile")
+    ax.set_title(f"latency at {rate} req/s")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["plot_attainment"]
