@@ -13,6 +13,7 @@ import sys
 # name → (module, one-line help). Add a line here when adding a command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("workers.profile", "measure step times and fit the cost model (JSON, Redis)"),
+    "bench": ("loadgen.bench", "scheduling policies on the real local stack (JSON + plots)"),
     "simulate": ("loadgen.simulate", "compare scheduling policies on a simulated cluster"),
     "bench-engine": ("workers.bench_engine", "measure the engine's decoding modes (JSON + table)"),
     "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
@@ -21,9 +22,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("dilaserve.up", "run the whole stack locally: private Redis, gateway, N CPU workers"),
     "gateway": ("gateway.main", "run the HTTP gateway (FastAPI + uvicorn)"),
     "worker": ("workers.main", "run one worker process (model + scheduler + Redis I/O)"),
+    "slot": ("workers.slot", "run one slot: a worker process the plan puts into TP groups"),
+    "plan": ("dilaserve.plan_cmd", "show the cluster plan, apply a hand-written or uniform one"),
     "bench-dataplane": (
         "loadgen.bench_dataplane", "gateway, dispatch and worker-overhead benchmarks (JSON)"
     ),
+    "status": ("dilaserve.status", "live cluster view from Redis: pools, workers, plan, SLOs"),
 }
 
 
