@@ -11,6 +11,7 @@ import time
 from common.config import Settings
 from common.errors import BadRequest
 from common.ids import is_valid_req_id, new_req_id
+from common.log import bind_request
 from common.schemas import RequestRecord, SloFields
 from gateway.model_info import ModelInfo
 
@@ -40,6 +41,7 @@ class Admission:
         return raw
 
     def build(self, req_id: str, prompt: str, f: SloFields, kind: str) -> RequestRecord:
+        bind_request(req_id=req_id)  # log lines of this HTTP request carry the id from here on
         if not prompt:
             raise BadRequest("prompt must not be empty", param="prompt")
         max_tokens = self.gw.default_block_length if f.max_tokens is None else f.max_tokens

@@ -13,13 +13,13 @@ from fastapi import Depends, FastAPI, Request
 
 from common.config import Settings
 from common.errors import Unauthorized
-from gateway import errors, openai_routes, routes
+from gateway import errors, observe, openai_routes, routes
 from gateway.model_info import ModelInfo
 from gateway.service import Service
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/healthz", "/readyz")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/dashboard")
 
 
 def _auth(keys: list[str]):  # type: ignore[no-untyped-def]
@@ -63,4 +63,5 @@ def create_app(settings: Settings, model: ModelInfo | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(openai_routes.router)
+    observe.install(app)
     return app

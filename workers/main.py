@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from common.config import Settings, WorkerCfg
 from common.costmodel import CostModel
 from common.ids import new_worker_id
-from common.log import setup_logging
+from common.log import bind, setup_logging
 from common.quality import QualityProfile
 from workers.sched.policy import PolicyCfg
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if ecfg.num_threads:
         torch.set_num_threads(ecfg.num_threads)
     worker_id = wcfg.worker_id or new_worker_id()
+    bind(service="worker", worker_id=worker_id, pool=wcfg.pool)  # on every log record
 
     engine = Engine.from_dir(ecfg.model_dir, ecfg.max_batch_size, ecfg.device, ecfg.dtype)
     loop, io = build_loop(
