@@ -166,6 +166,10 @@ def _num(h: dict[str, str], name: str, default: float = 0.0) -> float:
         return default
 
 
+def _opt(h: dict[str, str], name: str) -> float | None:
+    return _num(h, name) if h.get(name) else None
+
+
 def parse_plan(text: str | None) -> dict[str, Any] | None:
     """The published plan (JSON), whatever extra fields it has; None when there is none."""
     if not text:
@@ -191,8 +195,13 @@ def worker_view(wid: str, h: dict[str, str], now_ms: float) -> dict[str, Any]:
         "num_steps": int(_num(h, "num_steps")),
         "busy_s": _num(h, "busy_s"),
         "forward_s": _num(h, "forward_s"),
-        "tau": _num(h, "tau") if h.get("tau") else None,
+        "tau": _opt(h, "tau"),
         "claiming": h.get("claiming", "1") == "1",
+        "policy": h.get("policy") or None,
+        "service_rate_rps": _opt(h, "service_rate_rps"),
+        # median |predicted − measured| / measured of the cost model, over a rolling window
+        "step_prediction_error": _opt(h, "cost_step_median_abs_error"),
+        "completion_prediction_error": _opt(h, "cost_completion_median_abs_error"),
     }
 
 

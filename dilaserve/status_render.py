@@ -57,8 +57,8 @@ def workers_table(view: dict[str, Any]) -> Table:
     gone = view.get("num_workers_gone", 0)
     t = Table(title=f"workers ({gone} gone)" if gone else "workers", title_justify="left",
               expand=True)  # fmt: skip
-    for col in ("worker", "pool", "TP", "heartbeat s", "batch", "held", "util", "steps", "τ",
-                "claiming"):  # fmt: skip
+    for col in ("worker", "pool", "TP", "heartbeat s", "batch", "held", "util", "steps", "req/s",
+                "τ", "claiming"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("worker", "pool") else "right")
     for w in view["workers"]:
         age = w["heartbeat_age_s"]
@@ -66,7 +66,8 @@ def workers_table(view: dict[str, Any]) -> Table:
         t.add_row(
             w["id"], w["pool"], f"{w['tp_rank']}/{w['tp_degree']}",
             Text(_fmt(age, ".1f"), style=style), str(w["batch_size"]), str(w["held"]),
-            _pct(w["utilisation"]), str(w["num_steps"]), _fmt(w["tau"]),
+            _pct(w["utilisation"]), str(w["num_steps"]), _fmt(w["service_rate_rps"], ".2f"),
+            _fmt(w["tau"]),
             "yes" if w["claiming"] else Text("draining", style="yellow"),
         )  # fmt: skip
     return t

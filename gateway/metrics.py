@@ -155,6 +155,13 @@ def _worker_metrics(workers: list[dict[str, Any]], num_gone: int) -> Iterator[Me
     yield _gauge("dila:worker_utilisation", "share of wall time spent stepping, since start",
                  labels, rows("utilisation"))  # fmt: skip
     yield _gauge("dila:worker_threshold", "the worker's τ", labels, rows("tau"))
+    yield _gauge("dila:worker_service_rate_rps", "requests the worker finished per second, "
+                 "recent window", labels, rows("service_rate_rps"))  # fmt: skip
+    yield _gauge("dila:worker_step_prediction_error", "cost model: median relative error of "
+                 "predicted step times", labels, rows("step_prediction_error"))  # fmt: skip
+    yield _gauge("dila:worker_completion_prediction_error", "cost model: median relative error "
+                 "of predicted completion times", labels,
+                 rows("completion_prediction_error"))  # fmt: skip
     yield _counter("dila:worker_steps", "denoising steps run", labels, rows("num_steps"))
     yield _counter("dila:worker_busy_seconds", "wall time spent stepping (rate = utilisation)",
                    labels, rows("busy_s"))  # fmt: skip

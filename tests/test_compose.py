@@ -190,7 +190,9 @@ def _exported_names() -> set[str]:
               plan=json.dumps({"version": 3, "solve_ms": 12.0, "attainment": {"c": 0.9},
                                "pools": [{"pool_id": "p", "tp": 1, "tau": 0.9,
                                           "num_instances": 1}]}),
-              workers={"w": {"pool": "p", "ts_ms": "999000", "tau": "0.9", "busy_s": "1"}},
+              workers={"w": {"pool": "p", "ts_ms": "999000", "tau": "0.9", "busy_s": "1",
+                             "service_rate_rps": "2", "cost_step_median_abs_error": "0.1",
+                             "cost_completion_median_abs_error": "0.2"}},
               counters={"arrivals": "1", "requeued:drain": "1", "reaped": "1"},
               buckets={990: {"c|p|done": "1", "c|p|met": "1"}})  # fmt: skip
     metrics = Metrics()

@@ -242,7 +242,7 @@ class WorkerIO:
             elif reply != "ok" and not isinstance(reply, Exception):
                 self.inbox.put(CancelMsg(tag, str(reply)))
             elif isinstance(reply, Exception):
-                log.error("publish of %s failed: %s", tag, reply)
+                log.error("publish of %s failed: %s", tag, reply, extra={"req_id": tag})
         stale = [t for t, r in replies if t in ("complete", "handback") and r == 0]
         if stale:
             log.warning("ignored %d stale completions/hand-backs (lease lost)", len(stale))

@@ -123,7 +123,8 @@ class WorkerLoop:
     def _add(self, it: WorkItem) -> None:
         if it.req_id in self.sched.seqs:
             # re-claimed while our stale copy still leaves: let the lease lapse, the reaper requeues
-            log.warning("%s claimed again while still scheduled here; skipping", it.req_id)
+            log.warning("%s claimed again while still scheduled here; skipping", it.req_id,
+                        extra={"req_id": it.req_id})
             self.io.release(it.req_id)
             return
         canvas = it.canvas or (list(it.prompt_ids) + [self.mask_id] * it.max_tokens)
@@ -147,7 +148,8 @@ class WorkerLoop:
     def _cancel(self, msg: CancelMsg) -> None:
         if msg.req_id not in self.meta:
             return
-        log.info("dropping %s from the batch (%s)", msg.req_id, msg.reason)
+        log.info("dropping %s from the batch (%s)", msg.req_id, msg.reason,
+                 extra={"req_id": msg.req_id})
         self.sched.cancel(msg.req_id)
         del self.meta[msg.req_id]
         self.io.release(msg.req_id)
