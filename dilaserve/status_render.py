@@ -27,13 +27,13 @@ def plan_panel(view: dict[str, Any]) -> RenderableType:
     if not plan:
         text = Text("no plan published (static pools)", style="dim")
     else:
-        text = Text.assemble(
-            ("plan ", "bold"), f"v{_fmt(plan.get('version'))}  ",
-            f"status {_fmt(plan.get('status'))}  ",
-            f"solve {_fmt(plan.get('solve_ms'), '.0f')} ms  ",
-            f"changed {_fmt(plan.get('age_s'), '.0f')} s ago  ",
-            (_fmt(plan.get("reason"), none=""), "dim"),
-        )  # fmt: skip
+        parts = [f"v{_fmt(plan.get('version'))}", f"from {plan.get('source')}",
+                 f"status {plan.get('status')}", f"solve {_fmt(plan.get('solve_ms'), '.0f')} ms",
+                 f"changed {_fmt(plan.get('age_s'), '.0f')} s ago"]  # fmt: skip
+        shown = [x for x, key in zip(parts, ("version", "source", "status", "solve_ms", "age_s"),
+                                     strict=True) if plan.get(key) is not None]  # fmt: skip
+        text = Text.assemble(("plan ", "bold"), "  ".join(shown), "  ",
+                             (str(plan.get("reason") or ""), "dim"))  # fmt: skip
     return Panel(text, title=f"DiLaServe cluster · {stamp}", title_align="left")
 
 
