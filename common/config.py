@@ -91,6 +91,19 @@ class WorkerCfg(BaseModel):
     debug_step_delay_s: float = Field(0.0, ge=0)
 
 
+class SlotCfg(BaseModel):
+    """A slot: one worker process on one device that the plan puts into TP groups."""
+
+    node: str = Field("n0", pattern=r"^[A-Za-z0-9._-]+$", description="this machine's name")
+    device: str = "cpu:0"  # the slot's device label; "cuda:N" also picks the torch device
+    host: str = "127.0.0.1"  # address the group's ranks reach this node's rendezvous store at
+    heartbeat_s: float = Field(1.0, gt=0)
+    plan_poll_s: float = Field(0.2, gt=0, description="how often the plan is re-read")
+    join_timeout_s: float = Field(20.0, gt=0, description="rendezvous: every rank within this")
+    collective_timeout_s: float = Field(30.0, gt=0, description="a dead peer fails a step after")
+    retry_s: float = Field(1.0, ge=0, description="pause before re-forming after a failure")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DILA_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
@@ -100,6 +113,7 @@ class Settings(BaseSettings):
     engine: EngineCfg = EngineCfg()
     gateway: GatewayCfg = GatewayCfg()
     worker: WorkerCfg = WorkerCfg()
+    slot: SlotCfg = SlotCfg()
     scheduler: SchedulerCfg = SchedulerCfg()
     slo_classes: list[SloClassCfg] = DEFAULT_SLO_CLASSES
     redis_url: str | None = Field(

@@ -44,6 +44,18 @@ class Keys:
         """set: pool names that have ever had a queue."""
         return f"{self.prefix}:pools"
 
+    def slot(self, slot_id: str) -> str:
+        """hash with TTL: a slot (one worker process on one device): node, device, state."""
+        return f"{self.prefix}:slot:{slot_id}"
+
+    def slots(self) -> str:
+        """set: ids of slots that have registered (entries whose hash expired are gone)."""
+        return f"{self.prefix}:slots"
+
+    def rendezvous(self, group_id: str) -> str:
+        """string (JSON, TTL): the store address a group's leader hosts for its ranks to join."""
+        return f"{self.prefix}:rdv:{group_id}"
+
     def plan(self) -> str:
         return f"{self.prefix}:plan"
 

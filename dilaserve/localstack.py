@@ -23,6 +23,7 @@ class LocalStack:
     port: int = 8000
     redis_url: str | None = None  # None → start a private redis-server with AOF
     env_extra: dict[str, str] = field(default_factory=dict)
+    tp: int = 0  # > 0: the workers are slots, grouped by a uniform plan into TP groups of tp
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server: RedisServer | None = None
 
@@ -39,18 +40,41 @@ class LocalStack:
         if not self.redis_url:
             self.server = RedisServer(data_dir=self.data_dir / "redis", appendonly=True).start()
             self.redis_url = self.server.url
-        cmds = [["-m", "gateway"]] + [["-m", "workers"]] * self.num_workers
+        cmds = [["-m", "gateway"]] + [self._worker_cmd(i) for i in range(self.num_workers)]
         for i, cmd in enumerate(cmds):
-            name = "gateway" if i == 0 else f"worker{i - 1}"
+            name = "gateway" if i == 0 else f"{'slot' if self.tp else 'worker'}{i - 1}"
             with open(self.logs / f"{name}.log", "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, *cmd], env=self._env(), stdout=log, stderr=subprocess.STDOUT
                 )
             self.procs.append(proc)
+        if self.tp:
+            self._publish_plan()
         if not self._wait_ready(timeout_s):
             self.stop(5.0)
             raise RuntimeError(f"the stack did not come up; see {self.logs}/")
         return self
+
+    def _worker_cmd(self, i: int) -> list[str]:
+        if not self.tp:
+            return ["-m", "workers"]
+        return ["-m", "dilaserve", "slot", "--node", "n0", "--device", f"cpu:{i}"]
+
+    def _publish_plan(self) -> None:
+        """Every slot in TP groups of `tp` (slot ids are known before the slots register)."""
+        import redis
+
+        from common.keys import Keys
+        from common.plan import slot_id_of, uniform_plan
+        from common.plan_bus import publish_plan
+
+        slots = [slot_id_of("n0", f"cpu:{i}") for i in range(self.num_workers)]
+        plan = uniform_plan(slots, self.tp, source="up")
+        client = redis.Redis.from_url(str(self.redis_url), decode_responses=True)
+        try:
+            publish_plan(client, Keys(self._env().get("DILA_REDIS__PREFIX", "dila")), plan)
+        finally:
+            client.close()
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -103,7 +127,7 @@ class LocalStack:
                     ready = False
                 workers = [w for w in client.smembers(keys.workers())
                            if client.exists(keys.worker(w))]  # fmt: skip
-                if ready and len(workers) >= self.num_workers:
+                if ready and len(workers) >= self.num_workers // max(self.tp, 1):
                     return True
                 time.sleep(0.2)
             return False

@@ -14,6 +14,9 @@ DATA_DIR = Path(".dilaserve")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="CPU worker processes (default 2)")
+    parser.add_argument(
+        "--tp", type=int, default=0, help="workers as slots in TP groups of this degree (gloo)"
+    )
     parser.add_argument("--host", help="gateway host (default: settings, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="gateway port (default: settings, 8000)")
     parser.add_argument("--model-dir", help="checkpoint directory (default: the demo model)")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     stack = LocalStack(
         model_dir, args.data_dir, args.workers, args.host or settings.gateway.host,
-        args.port or settings.gateway.port, redis_url=settings.redis_url,
+        args.port or settings.gateway.port, redis_url=settings.redis_url, tp=args.tp,
     )  # fmt: skip
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -64,7 +64,7 @@ def _rank_main(
     spec = GroupSpec("test", rank, tp_size, "127.0.0.1", port, timeout_s=timeout_s)
     group = TPGroup(spec)
     cfg, state = full_model(model_spec)
-    model, hook = build_sharded_model(cfg, state, rank, tp_size)
+    model, hook = build_sharded_model(cfg, state, rank, tp_size, group.group)
     if fault is not None and fault.rank == rank:
         _inject(model, fault, timeout_s)
     report: dict[str, Any] = {"rank": rank}
@@ -72,12 +72,12 @@ def _rank_main(
     try:
         if rank == 0:
             engine = Engine(model, None, max_batch_size=8)
-            leader = LeaderRunner(engine.runner, hook, ping_interval_s=timeout_s / 4)
+            leader = LeaderRunner(engine.runner, hook, timeout_s / 4, group.group)
             engine.runner = leader  # type: ignore[assignment]
             report["answers"] = {c.name: generate(engine, c) for c in cases}
             leader.close()
         else:
-            report["num_steps"] = follow(ModelRunner(model, 8), hook)
+            report["num_steps"] = follow(ModelRunner(model, 8), hook, group.group)
     except GroupLost as e:
         report["lost"] = str(e)
     report["elapsed_s"] = time.monotonic() - t0

@@ -113,7 +113,7 @@ def _rank_main(rank: int, tp: int, port: int, out_dir: str, opts: dict[str, Any]
     setup = {"join_s": time.perf_counter() - t0, "threads_per_rank": threads}
     report: dict[str, Any] = {"rank": rank}
     try:
-        report.update(_serve(rank, tp, device, opts, setup))
+        report.update(_serve(rank, tp, device, opts, setup, group.group))
     except GroupLost as e:
         report["lost"] = str(e)
     write_report(out_dir, rank, report)
@@ -128,7 +128,9 @@ def _rank_device(device: str, rank: int) -> str:
     return f"cuda:{rank % max(1, torch.cuda.device_count())}"
 
 
-def _serve(rank: int, tp: int, device: str, opts: dict[str, Any], setup: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _serve(  # type: ignore[no-untyped-def]
+    rank: int, tp: int, device: str, opts: dict[str, Any], setup: dict[str, Any], group: Any
+):
     import torch
 
     from workers.engine import DTYPES, Engine
@@ -140,15 +142,15 @@ def _serve(rank: int, tp: int, device: str, opts: dict[str, Any], setup: dict[st
     cfg, state = _full_state(opts)
     setup["load_full_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model, hook = build_sharded_model(cfg, state, rank, tp, None, DTYPES[opts["dtype"]], device)
+    model, hook = build_sharded_model(cfg, state, rank, tp, group, DTYPES[opts["dtype"]], device)
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     setup["reshard_s"] = time.perf_counter() - t0  # a regroup pays this, not load_full_s
     max_bs = max(int(b) for b in opts["batch_sizes"].split(","))
     if rank != 0:
-        return {"num_steps": follow(ModelRunner(model, max_bs), hook)}
+        return {"num_steps": follow(ModelRunner(model, max_bs), hook, group)}
     engine = Engine(model, None, max_bs)
-    leader = LeaderRunner(engine.runner, hook, ping_interval_s=opts["timeout_s"] / 4)
+    leader = LeaderRunner(engine.runner, hook, opts["timeout_s"] / 4, group)
     engine.runner = leader  # type: ignore[assignment]
     rows = [_measure(engine, tp, int(b), opts) for b in opts["batch_sizes"].split(",")]
     leader.close()

@@ -67,23 +67,31 @@ class TPGroup:
                 spec.store_host, spec.store_port, spec.tp_size, is_master=False,
                 timeout=timedelta(seconds=spec.join_timeout_s),
             )  # fmt: skip
-            self._init(spec, dist.PrefixStore(f"tp/{spec.group_id}", store))
+            self.group = self._init(spec, dist.PrefixStore(f"tp/{spec.group_id}", store))
         except (RuntimeError, dist.DistError) as e:
+            self.close()  # half-joined: leave, so the process can try again
             raise GroupJoinError(
                 f"joining group {spec.group_id} as rank {spec.rank}/{spec.tp_size} at "
                 f"{spec.store_host}:{spec.store_port} failed: {e}"
             ) from e
-        self.group = dist.group.WORLD
         log.info("joined TP group %s as rank %d/%d", spec.group_id, spec.rank, spec.tp_size)
 
     @staticmethod
-    def _init(spec: GroupSpec, store: dist.Store) -> None:
+    def _init(spec: GroupSpec, store: dist.Store) -> dist.ProcessGroup:
+        # Joining waits for every rank up to join_timeout_s (gloo connects its mesh inside
+        # init_process_group, under the group's timeout); the group the model then uses gets
+        # the collective timeout, so a step never waits on a dead peer longer than timeout_s.
         dist.init_process_group(
             spec.backend, store=store, rank=spec.rank, world_size=spec.tp_size,
-            timeout=timedelta(seconds=spec.timeout_s),
+            timeout=timedelta(seconds=spec.join_timeout_s),
         )  # fmt: skip
-        # Rendezvous is lazy in gloo until the first collective: make joining fail here, now.
-        dist.barrier()
+        dist.barrier()  # rendezvous may be lazy (NCCL): make joining fail here, now
+        group = dist.new_group(
+            list(range(spec.tp_size)), timeout=timedelta(seconds=spec.timeout_s),
+            backend=spec.backend,
+        )  # fmt: skip
+        assert group is not None
+        return group
 
     @property
     def is_leader(self) -> bool:

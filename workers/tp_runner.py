@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -113,13 +114,19 @@ class LeaderRunner:
                 self._lock.release()
 
 
-def follow(runner: ModelRunner, hook: AllReduceHook, group: dist.ProcessGroup | None = None) -> int:
-    """A follower's whole life in a group: execute each broadcast plan until STOP.
+def follow(
+    runner: ModelRunner,
+    hook: AllReduceHook,
+    group: dist.ProcessGroup | None = None,
+    leave: Callable[[], bool] | None = None,
+) -> int:
+    """A follower's whole life in a group: execute each broadcast plan until STOP, or until
+    `leave()` says so (checked after every message; idle leaders ping, so that is often).
     Returns the number of steps executed; raises GroupLost when the leader or a peer is gone."""
     num_steps = 0
     while True:
         msg = _broadcast(None, group)
-        if msg.kind is MsgKind.STOP:
+        if msg.kind is MsgKind.STOP or (leave is not None and leave()):
             return num_steps
         if msg.kind is MsgKind.STEP:
             assert msg.plan is not None
