@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loadgen.bench_dataplane", "gateway, dispatch and worker-overhead benchmarks (JSON)"
     ),
     "status": ("dilaserve.status", "live cluster view from Redis: pools, workers, plan, SLOs"),
+    "whatif": ("planner.whatif", "the plan the planner would choose for a load (no cluster)"),
+    "bench-planner": ("planner.bench", "planner MIP solve time, size and gap vs cluster size"),
 }
 
 

@@ -1,0 +1,172 @@
+"""Capacity model: what one instance of a configuration delivers to one SLO class.
+
+A configuration (one pool) is (TP degree d, default threshold τ, batch cap b). For class c
+(answer length G_c tokens, canvas L_c, block length B):
+
+    steps      S = max(G_c / tokens_per_step(τ), ⌈G_c / B⌉)        quality profile; ≥ 1 per block
+    step time  s = CostModel.batch_step_ms(b, L_c, B, S / ⌈G_c/B⌉, cache_mode, tp=d)
+    service    T = margin · S · s                                   ms a request spends in a batch
+    rate       μ = 1000 · b / T                                     req/s of a full batch
+
+An instance runs continuous batching with up to b requests in flight; each batch slot is a
+server with deterministic service time T, so the instance is an M/D/b queue. Loaded to
+utilisation ρ (offered load = ρ·μ), with Erlang's C(b, ρb) = P(a request waits):
+
+    mean wait  W ≈ ½ · C · T / (b (1 − ρ))                          M/D/b ≈ half of M/M/b
+    attainment p = P(W ≤ SLO − T) ≈ 1 − C · exp(−2 b (1 − ρ) (SLO − T) / T),   0 if T ≥ SLO
+
+(the M/M/b waiting-time tail, with the exponent doubled for deterministic service, as
+heavy-traffic approximations give for service-time variance 0). The operating points of a
+configuration are a few utilisation levels ρ; the MIP cuts each pool's load into slices, each
+planned at one level and credited that level's p (planner/model.py). The numbers are
+conservative: a batch that is not full steps faster than s, and a request's τ may drop under
+load (deadline-aware τ control), which the plan does not count on.
+
+Pruned here, exactly (no optimum is lost): cells whose p is below `min_attainment`, or whose τ
+is below the class's floor; levels whose p is no better than a higher level's (more capacity,
+same p); configurations another of the same TP degree dominates. p is kept to 4 decimals,
+rounded down. Pure: no solver, no I/O. See docs/planner.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from planner.inputs import ConfigKey, PlannerInput, SloClass
+
+Cell = tuple[int, ConfigKey, float]  # (class index, configuration, utilisation level ρ)
+P_GRID = 10_000  # attainment is kept to 4 decimals (rounded down)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """One class on one instance of a configuration loaded to one utilisation level."""
+
+    service_ms: float  # T: time in the batch
+    rate_rps: float  # μ: requests/s one instance completes with a full batch
+    wait_ms: float  # mean queueing delay at this utilisation
+    attainment: float  # predicted P(latency ≤ SLO) at this utilisation
+
+    @property
+    def latency_ms(self) -> float:
+        return self.wait_ms + self.service_ms
+
+
+@dataclass(slots=True)
+class CapacityTable:
+    """Estimates the MIP may use: cells that pass the SLO and τ-floor filters, on
+    configurations that no other configuration dominates."""
+
+    cells: dict[Cell, Estimate]
+    accuracy: dict[ConfigKey, float]
+    configs: list[ConfigKey] = field(default_factory=list)
+
+
+def steps_per_request(inp: PlannerInput, cls: SloClass, tau: float) -> float:
+    gen = inp.class_gen_tokens(cls)
+    tps = max(inp.quality.at(tau, inp.cache_mode).tokens_per_step, 1.0)
+    return max(gen / tps, float(math.ceil(gen / inp.block_len())))
+
+
+def service_ms(inp: PlannerInput, cls: SloClass, cfg: ConfigKey) -> float:
+    steps = steps_per_request(inp, cls, cfg.tau)
+    num_blocks = math.ceil(inp.class_gen_tokens(cls) / inp.block_len())
+    step_ms = inp.cost_model.batch_step_ms(
+        cfg.batch_size, inp.class_canvas_len(cls), inp.block_len(), steps / num_blocks,
+        inp.cache_mode, cfg.tp,
+    )  # fmt: skip
+    return inp.service_margin * steps * step_ms
+
+
+@lru_cache(maxsize=4096)
+def erlang_c(servers: int, utilisation: float) -> float:
+    """P(an arrival waits) in an M/M/servers queue at per-server utilisation ρ < 1."""
+    offered = utilisation * servers
+    erlang_b = 1.0
+    for k in range(1, servers + 1):  # stable recursion for Erlang B
+        erlang_b = offered * erlang_b / (k + offered * erlang_b)
+    return erlang_b / (1.0 - utilisation * (1.0 - erlang_b))
+
+
+def queue_estimate(service: float, slo_ms: float, batch_size: int, rho: float) -> Estimate:
+    wait_prob = erlang_c(batch_size, rho)
+    wait = 0.5 * wait_prob * service / (batch_size * (1.0 - rho))
+    if service >= slo_ms:
+        p = 0.0
+    else:
+        decay = 2.0 * batch_size * (1.0 - rho) * (slo_ms - service) / service
+        p = max(0.0, 1.0 - wait_prob * math.exp(-decay))
+    return Estimate(service, 1000.0 * batch_size / service, wait, p)
+
+
+def estimate(inp: PlannerInput, cls: SloClass, cfg: ConfigKey, rho: float) -> Estimate:
+    return queue_estimate(service_ms(inp, cls, cfg), cls.slo_ms, cfg.batch_size, rho)
+
+
+def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
+    """`prune=False` keeps dominated levels and configurations (tests check pruning is exact)."""
+    cells: dict[ConfigKey, dict[tuple[int, float], Estimate]] = {}
+    accuracy: dict[ConfigKey, float] = {}
+    for cfg in inp.configs():
+        accuracy[cfg] = inp.quality.at(cfg.tau, inp.cache_mode).accuracy
+        found = _config_cells(inp, cfg, prune)
+        if found:
+            cells[cfg] = found
+    keep = _undominated(inp, cells, accuracy) if prune else sorted(cells)
+    table = CapacityTable(cells={}, accuracy=accuracy, configs=keep)
+    for cfg in keep:
+        for (ci, rho), est in cells[cfg].items():
+            table.cells[(ci, cfg, rho)] = est
+    return table
+
+
+def _config_cells(
+    inp: PlannerInput, cfg: ConfigKey, prune: bool
+) -> dict[tuple[int, float], Estimate]:
+    found: dict[tuple[int, float], Estimate] = {}
+    for ci, cls in enumerate(inp.classes):
+        if cfg.tau < cls.tau_floor:
+            continue
+        service = service_ms(inp, cls, cfg)
+        best_p = -1.0  # walking ρ down: a level is useful only if its p beats every higher ρ's
+        for rho in sorted(inp.utilisations, reverse=True):
+            est = queue_estimate(service, cls.slo_ms, cfg.batch_size, rho)
+            p = math.floor(est.attainment * P_GRID) / P_GRID  # round down: no false precision
+            if p >= inp.min_attainment and p > 0 and (p > best_p or not prune):
+                found[(ci, rho)] = Estimate(est.service_ms, est.rate_rps, est.wait_ms, p)
+                best_p = p
+    return found
+
+
+def _undominated(
+    inp: PlannerInput, cells: dict[ConfigKey, dict[tuple[int, float], Estimate]],
+    accuracy: dict[ConfigKey, float],
+) -> list[ConfigKey]:  # fmt: skip
+    """Configurations no other configuration of the same TP degree beats everywhere.
+
+    A dominates B when A's accuracy is ≥ and, for every (class, ρ) cell B has, A has it too
+    with capacity μ and attainment p both ≥. Exact: an instance of B can become one of A and
+    carry the same load at no loss. Configurations the current plan runs are always kept
+    (the retune penalty depends on them).
+    """
+    configs = sorted(cells)
+    slots = sorted({key for found in cells.values() for key in found})
+    index = {key: i for i, key in enumerate(slots)}
+    vec = np.full((len(configs), 1 + 2 * len(slots)), -np.inf)  # missing cell: -inf
+    for row, cfg in enumerate(configs):
+        vec[row, 0] = accuracy[cfg]
+        for key, est in cells[cfg].items():
+            vec[row, 1 + 2 * index[key]] = est.rate_rps
+            vec[row, 2 + 2 * index[key]] = est.attainment
+    ge = (vec[:, None, :] >= vec[None, :, :]).all(axis=2)  # ge[a, b]: a ≥ b everywhere
+    gt = (vec[:, None, :] > vec[None, :, :]).any(axis=2)
+    same_tp = np.array([[a.tp == b.tp for b in configs] for a in configs])
+    earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
+    dom = ge & same_tp & (gt | earlier)
+    np.fill_diagonal(dom, False)
+    dominated = dom.any(axis=0)
+    return [c for i, c in enumerate(configs) if not dominated[i] or c in inp.current]

@@ -1,0 +1,72 @@
+"""Capacity model: queueing numbers, service time from the cost model, exact pruning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from planner_helpers import small_input
+
+from common.costmodel import Coeffs, CostModel
+from planner.capacity import build_table, erlang_c, estimate, queue_estimate, steps_per_request
+from planner.defaults import example_cost_model, example_quality_profile
+from planner.inputs import ConfigKey, PlannerInput, SloClass, nodes_of, validate
+
+
+def test_erlang_c_matches_closed_forms() -> None:
+    for rho in (0.1, 0.5, 0.9):
+        assert erlang_c(1, rho) == pytest.approx(rho)  # M/M/1: P(wait) = ρ
+    assert erlang_c(2, 0.5) == pytest.approx(1 / 3)  # M/M/2 at ρ ½
+    assert erlang_c(32, 0.5) < 1e-3 < erlang_c(32, 0.95)
+
+
+def test_attainment_falls_with_load_and_rises_with_slack() -> None:
+    ps = [queue_estimate(1000.0, 3000.0, 4, rho).attainment for rho in (0.3, 0.6, 0.9)]
+    assert ps[0] > ps[1] > ps[2] > 0
+    slos = [queue_estimate(1000.0, slo, 4, 0.85).attainment for slo in (1200.0, 2000.0, 5000.0)]
+    assert slos[0] < slos[1] < slos[2] <= 1.0
+    assert queue_estimate(1000.0, 999.0, 4, 0.1).attainment == 0.0  # service alone misses
+    est = queue_estimate(1000.0, 3000.0, 4, 0.5)
+    assert est.rate_rps == pytest.approx(4.0) and est.latency_ms > est.service_ms
+
+
+def test_service_time_is_steps_times_the_cost_models_step() -> None:
+    flat = CostModel({1: Coeffs(full=[10.0, 0.0, 0.0, 0.0], reuse=[10.0, 0.0, 0.0, 0.0])})
+    inp = replace(small_input(), cost_model=flat, service_margin=1.0)
+    cls = inp.classes[0]
+    steps = steps_per_request(inp, cls, 0.9)
+    assert steps == pytest.approx(64 / 2.0)  # 64 tokens at 2 tokens/step
+    assert steps_per_request(inp, cls, 0.5) == pytest.approx(8.0)  # 64/8 = 8 ≥ 4 blocks
+    est = estimate(inp, cls, ConfigKey(1, 0.9, 1), 0.5)
+    # batch of 1: each step is a refresh or a reuse, never both, so the step costs a = 10 ms
+    assert est.service_ms == pytest.approx(steps * 10.0)
+
+
+def test_tensor_parallel_is_faster_per_request_but_slower_per_gpu() -> None:
+    inp = PlannerInput(
+        (SloClass("c", 5000.0, 1.0),), nodes_of(8), example_cost_model(), example_quality_profile()
+    )
+    cls = inp.classes[0]
+    one = estimate(inp, cls, ConfigKey(1, 0.9, 8), 0.85)
+    eight = estimate(inp, cls, ConfigKey(8, 0.9, 8), 0.85)
+    assert eight.service_ms < one.service_ms
+    assert eight.rate_rps / 8 < one.rate_rps
+
+
+def test_table_filters_by_slo_and_class_floor() -> None:
+    inp = small_input(tau_ladder=(0.9, 0.5))
+    inp = replace(inp, classes=(replace(inp.classes[0], tau_floor=0.8), inp.classes[1]))
+    table = build_table(inp)
+    assert all(k.tau >= 0.8 for c, k, _ in table.cells if c == 0)
+    assert all(est.attainment >= inp.min_attainment for est in table.cells.values())
+    unpruned = build_table(inp, prune=False)
+    assert set(table.configs) <= set(unpruned.configs)
+    assert len(table.cells) < len(unpruned.cells)
+
+
+def test_validate_reports_bad_inputs() -> None:
+    assert validate(small_input()) == []
+    assert validate(small_input(tp_degrees=(2, 3)))  # groups must nest: 2 does not divide 3
+    assert validate(small_input(utilisations=(0.5, 1.0)))
+    bad_class = replace(small_input(), classes=(SloClass("x", -1.0, 1.0),))
+    assert validate(bad_class)
