@@ -31,6 +31,7 @@ BATCH = 500
 RECLAIM_IDLE_MS = 30_000
 RECLAIM_EVERY_S = 10.0
 KEEP_S = 900  # finished-stream entries older than this are trimmed
+IDLE_CONSUMER_MS = 600_000  # a consumer idle this long with nothing pending is deleted
 
 
 def consumer_name() -> str:
@@ -120,6 +121,10 @@ class OutcomeFold:
         self._next_trim = now + 60.0
         min_id = f"{int((time.time() - KEEP_S) * 1000)}-0"
         await self.client.xtrim(self.stream, minid=min_id, approximate=True)
+        # consumers of gone replicas (one per gateway process ever started) once they hold nothing
+        for c in await self.client.xinfo_consumers(self.stream, GROUP):
+            if c["name"] != self.consumer and c["pending"] == 0 and c["idle"] > IDLE_CONSUMER_MS:
+                await self.client.xgroup_delconsumer(self.stream, GROUP, c["name"])
 
 
 async def stop(task: asyncio.Task[None]) -> None:
