@@ -168,5 +168,5 @@ def _undominated(
     earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
     dom = ge & same_tp & (gt | earlier)
     np.fill_diagonal(dom, False)
-    dominated = dom.any(axis=0)
-    return [c for i, c in enumerate(configs) if not dominated[i] or c in inp.current]
+    dominated = [bool(dom[:, j].any()) for j in range(len(configs))]
+    return [c for c, out in zip(configs, dominated, strict=True) if not out or c in inp.current]

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from common.config import Settings
     from planner.solve import SolveOptions, plan
 
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]  # pydantic-settings fills it from env
     inp, source = make_input(
         args, settings.slo_classes, args.model_dir or settings.engine.model_dir
     )

@@ -127,7 +127,7 @@ def objective_given_counts(
     res = mathopt.solve(lp, mathopt.SolverType.GLOP)
     if res.termination.reason != mathopt.TerminationReason.OPTIMAL:
         return float("-inf")
-    return res.objective_value() - penalties(inp, counts)
+    return float(res.objective_value()) - penalties(inp, counts)
 
 
 def penalties(inp: PlannerInput, counts: dict[ConfigKey, int]) -> float:

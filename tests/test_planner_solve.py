@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from planner_helpers import brute_force, small_input, small_quality
@@ -86,7 +87,7 @@ def test_accuracy_floor_holds_in_every_plan() -> None:
             assert acc >= floor - 1e-6
 
 
-def _tied_input(**kw: object) -> PlannerInput:
+def _tied_input(**kw: Any) -> PlannerInput:
     """τ 0.9 and 0.8 with identical profiles, light load, free GPUs: many plans are optimal."""
     point = small_quality().curve()[0]
     twin = QualityProfile("twin", 64, 16, 100, {"dual": [point, replace(point, tau=0.8)]})
