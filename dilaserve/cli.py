@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("workers.train", "train the demo diffusion LM on the any-order task"),
     "eval": ("workers.evaluate", "accuracy and tokens/step vs τ on held-out demo problems"),
     "bench-tp": ("workers.bench_tp", "per-step latency and throughput at TP 1 vs TP d (JSON)"),
+    "bench-regroup": ("workers.bench_regroup", "live TP regroup time under load (JSON)"),
     "up": ("dilaserve.up", "run the whole stack locally: private Redis, gateway, N CPU workers"),
     "gateway": ("gateway.main", "run the HTTP gateway (FastAPI + uvicorn)"),
     "worker": ("workers.main", "run one worker process (model + scheduler + Redis I/O)"),

@@ -24,6 +24,7 @@ class LocalStack:
     redis_url: str | None = None  # None → start a private redis-server with AOF
     env_extra: dict[str, str] = field(default_factory=dict)
     tp: int = 0  # > 0: the workers are slots, grouped by a uniform plan into TP groups of tp
+    slot_device: str = "cpu"  # slot i runs on f"{slot_device}:{i}" (cuda: one GPU per slot)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server: RedisServer | None = None
 
@@ -58,7 +59,7 @@ class LocalStack:
     def _worker_cmd(self, i: int) -> list[str]:
         if not self.tp:
             return ["-m", "workers"]
-        return ["-m", "dilaserve", "slot", "--node", "n0", "--device", f"cpu:{i}"]
+        return ["-m", "dilaserve", "slot", "--node", "n0", "--device", f"{self.slot_device}:{i}"]
 
     def _publish_plan(self) -> None:
         """Every slot in TP groups of `tp` (slot ids are known before the slots register)."""
@@ -68,7 +69,7 @@ class LocalStack:
         from common.plan import slot_id_of, uniform_plan
         from common.plan_bus import publish_plan
 
-        slots = [slot_id_of("n0", f"cpu:{i}") for i in range(self.num_workers)]
+        slots = [slot_id_of("n0", f"{self.slot_device}:{i}") for i in range(self.num_workers)]
         plan = uniform_plan(slots, self.tp, source="up")
         client = redis.Redis.from_url(str(self.redis_url), decode_responses=True)
         try:
