@@ -104,6 +104,24 @@ class SlotCfg(BaseModel):
     retry_s: float = Field(1.0, ge=0, description="pause before re-forming after a failure")
 
 
+class PlannerCfg(BaseModel):
+    """The planner's Celery worker + beat (planner/tasks.py) and its solve (docs/planner.md)."""
+
+    celery_db: int = Field(1, ge=0, description="Redis db of Celery's broker and results")
+    replan_period_s: float = Field(5.0, gt=0)
+    watch_period_s: float = Field(1.0, gt=0, description="how often load drift is checked")
+    drift_fraction: float = Field(0.25, gt=0, description="a class rate moving this much: re-plan")
+    reap_period_s: float = Field(1.0, gt=0, description="expired leases are re-queued this often")
+    housekeeping_period_s: float = Field(60.0, gt=0)
+    window_s: int = Field(60, ge=10, description="arrival-rate window (forecast input)")
+    time_limit_s: float = Field(1.0, gt=0, description="MIP time limit; on timeout the plan stays")
+    routing_tolerance: float = Field(0.02, ge=0, description="ignore smaller routing moves")
+    lock_ttl_s: float = Field(30.0, gt=0, description="one re-plan at a time")
+    tp_degrees: list[int] = [1, 2, 4, 8]
+    batch_sizes: list[int] = [1, 2, 4, 8, 16, 32]
+    accuracy_budget_pts: float = Field(1.0, ge=0, description="points below τ 0.9's accuracy")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DILA_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
@@ -115,6 +133,7 @@ class Settings(BaseSettings):
     worker: WorkerCfg = WorkerCfg()
     slot: SlotCfg = SlotCfg()
     scheduler: SchedulerCfg = SchedulerCfg()
+    planner: PlannerCfg = PlannerCfg()
     slo_classes: list[SloClassCfg] = DEFAULT_SLO_CLASSES
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "DILA_REDIS_URL")

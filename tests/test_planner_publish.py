@@ -1,0 +1,71 @@
+"""Forecast and publishing: pure parts of the planner's Redis shell."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.plan import ClusterPlan, GroupPlan, PoolSpec
+from planner.assign import Slot, assign
+from planner.decision import PlanDecision, PlanStatus, PoolPlan
+from planner.forecast import bucket_series, drifted, forecast_rates, holt
+from planner.publish import current_state, differs, to_cluster_plan
+
+
+def test_holt_follows_level_and_trend() -> None:
+    assert holt([], 1.0) == 0.0
+    assert holt([3.0] * 6, 1.0) == pytest.approx(3.0)
+    rising = holt([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1.0)
+    assert rising > 5.0  # extrapolates the trend
+    assert holt([6.0, 4.0, 2.0, 0.0, 0.0, 0.0], 5.0) == 0.0  # never negative
+
+
+def test_only_complete_buckets_count() -> None:
+    counts = {0: {"a": 10}, 10: {"a": 20}, 20: {"a": 999}}  # bucket 20 is still filling
+    series = bucket_series(counts, ["a", "b"], now_s=25.0, bucket_s=10, window_s=20)
+    assert series == {"a": [1.0, 2.0], "b": [0.0, 0.0]}
+    rates = forecast_rates(counts, ["a"], 25.0, 10, 20, horizon_s=0.0)
+    assert 1.0 < rates["a"] < 2.5
+
+
+def test_drift_needs_a_real_move() -> None:
+    assert drifted({"a": 10.0, "b": 0.0}, {"a": 11.0, "b": 0.05}, 0.25) == []
+    assert drifted({"a": 10.0}, {"a": 14.0}, 0.25) == ["a"]
+    assert drifted({"a": 0.0}, {"a": 3.0}, 0.25) == ["a"]
+
+
+def _decision(tau: float, n: int = 2) -> PlanDecision:
+    pool = PoolPlan(f"tp2-tau{tau:.2f}-b8", 2, tau, 0.7, n, 8)
+    return PlanDecision(
+        PlanStatus.OPTIMAL, "test", pools=(pool,), routing={"c": {pool.pool_id: 1.0}}
+    )
+
+
+SLOTS = [Slot(f"n0/cpu:{i}", "n0", i) for i in range(4)]
+
+
+def test_published_plan_is_valid_and_a_tau_change_keeps_formations() -> None:
+    first = _decision(0.9)
+    a1 = assign(SLOTS, [], first.pools)
+    plan1 = ClusterPlan.model_validate(to_cluster_plan(first, a1, {}).model_dump())
+    assert plan1.pool(plan1.pools[0].pool_id).num_instances == 2
+    counts, groups, labels = current_state(plan1, default_batch=32)
+    assert sum(counts.values()) == 2
+    second = _decision(0.7)
+    a2 = assign(SLOTS, groups, second.pools)
+    plan2 = to_cluster_plan(second, a2, labels)
+    assert plan2.pools[0].tau == 0.7 and plan2.pools[0].pool_id == plan1.pools[0].pool_id
+    formations = {s: plan1.assignment(s).formation for s in plan1.slot_ids()}  # type: ignore[union-attr]
+    assert {s: plan2.assignment(s).formation for s in plan2.slot_ids()} == formations  # type: ignore[union-attr]
+    assert differs(plan2, plan1, 0.02)
+    assert not differs(plan1, plan1, 0.02)
+
+
+def test_small_routing_moves_are_not_published() -> None:
+    pools = [PoolSpec(pool_id="a", tp=1), PoolSpec(pool_id="b", tp=1)]
+    groups = [GroupPlan(group_id="g0", pool_id="a", slots=["n0/cpu:0"]),
+              GroupPlan(group_id="g1", pool_id="b", slots=["n0/cpu:1"])]  # fmt: skip
+    old = ClusterPlan(pools=pools, groups=groups, routing={"c": {"a": 0.5, "b": 0.5}})
+    near = old.model_copy(update={"routing": {"c": {"a": 0.51, "b": 0.49}}})
+    far = old.model_copy(update={"routing": {"c": {"a": 0.6, "b": 0.4}}})
+    assert not differs(near, old, 0.02)
+    assert differs(far, old, 0.02)
