@@ -68,9 +68,11 @@ class SlotAgent:
         self._beat_done = threading.Event()  # outlives `stop`: a stopping slot still drains
 
     def run(self) -> int:
-        ctx = self._context()
+        # Registered and heartbeating from the start: loading a large checkpoint takes a while.
+        self.report("loading")
         beat = threading.Thread(target=self._heartbeat_loop, name="slot-hb", daemon=True)
         beat.start()
+        ctx = self._context()
         log.info("slot %s ready (%s)", self.slot_id, ctx.torch_device)
         while not self.stop.is_set():
             version, asg = self._current()
@@ -80,7 +82,8 @@ class SlotAgent:
                 continue
             from workers.slot_group import Outcome, serve
 
-            self.info.plan_version = version
+            with self._lock:
+                self.info.plan_version = version
             outcome = serve(ctx, asg)
             log.info("slot %s: formation %s ended: %s", self.slot_id, asg.group_id, outcome)
             if outcome is not Outcome.MOVED:
@@ -99,7 +102,6 @@ class SlotAgent:
         ecfg, device = self.settings.engine, self.settings.slot.device
         if ecfg.num_threads:
             torch.set_num_threads(ecfg.num_threads)
-        self.report("loading")
         return SlotContext(
             self.settings, self.slot_id, "cpu" if device.startswith("cpu") else device,
             read_config(ecfg.model_dir), read_state_dict(ecfg.model_dir),

@@ -173,23 +173,25 @@ def _lead(ctx: SlotContext, asg: Assignment, group: TPGroup | None, w: PlanWatch
         update={"pool": asg.pool_id, "tau": asg.tau, "worker_id": worker_id}
     )
     retuner = Retuner(inner, asg)
-    loop, io = build_loop(
-        ctx.settings, wcfg, worker_id, retuner, ctx.model_cfg, ctx.tokenizer, max_bs, asg.tp
-    )
-    retuner.loop = loop
-    w.on_retune = retuner.request
-    io.start()
-    ctx.report("serving", asg, worker_id)
+    io = None
     outcome = Outcome.MOVED
     try:
-        loop.run(w.moved)
-    except GroupLost as e:
-        log.warning("group %s lost a rank: %s; handing back", asg.group_id, e)
-        _hand_back_all(loop, io)
-        outcome = Outcome.LOST
+        loop, io = build_loop(
+            ctx.settings, wcfg, worker_id, retuner, ctx.model_cfg, ctx.tokenizer, max_bs, asg.tp
+        )
+        retuner.loop, w.on_retune = loop, retuner.request
+        io.start()
+        ctx.report("serving", asg, worker_id)
+        try:
+            loop.run(w.moved)
+        except GroupLost as e:
+            log.warning("group %s lost a rank: %s; handing back", asg.group_id, e)
+            _hand_back_all(loop, io)
+            outcome = Outcome.LOST
     finally:
         ctx.report("draining", asg, worker_id)
-        io.close()
+        if io is not None:
+            io.close()
         if isinstance(inner, LeaderRunner):
             inner.close()
     return outcome

@@ -54,7 +54,9 @@ def host_store(host: str, tp_size: int, join_timeout_s: float, port: int = 0) ->
 
 class TPGroup:
     """Membership of one process in one TP group: join on construction, `close()` to leave.
-    A process is in at most one group at a time (it uses the default process group)."""
+    A process is in at most one group at a time: joining initialises the default process group
+    (under the join timeout), and `group` is a process group over the same ranks with the
+    collective timeout, which the model's all-reduces and the plan broadcasts use."""
 
     def __init__(self, spec: GroupSpec, store: dist.Store | None = None) -> None:
         self.spec = spec

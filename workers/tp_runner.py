@@ -59,7 +59,6 @@ class LeaderRunner:
         group: dist.ProcessGroup | None = None,
     ) -> None:
         self.runner, self.hook, self.group = runner, hook, group
-        self.cfg, self.pool = runner.cfg, runner.pool
         self.ping_interval_s = ping_interval_s
         self._lock = threading.Lock()  # one collective at a time: steps and pings share the group
         self._last_send_s = time.monotonic()
