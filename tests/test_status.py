@@ -53,8 +53,11 @@ def test_status_json_reflects_running_stack(stack: Stack) -> None:
     rid = submit(stack.url, slo_class="standard")  # in flight while status reads
 
     def counted() -> dict[str, Any] | None:
-        v = _view(stack)  # the gateway folds finished requests into windows within a moment
-        return v if v["classes"]["interactive"].get("60s", {}).get("finished") == 2 else None
+        # the gateway folds finished requests into windows within a moment; the worker's step
+        # count reaches its heartbeat when it idles or every 20 steps, then at the next beat
+        v = _view(stack)
+        folded = v["classes"]["interactive"].get("60s", {}).get("finished") == 2
+        return v if folded and all(w["num_steps"] > 0 for w in v["workers"]) else None
 
     view = wait_for(counted)
     (worker,) = view["workers"]
