@@ -120,6 +120,7 @@ class PlannerCfg(BaseModel):
     tp_degrees: list[int] = [1, 2, 4, 8]
     batch_sizes: list[int] = [1, 2, 4, 8, 16, 32]
     accuracy_budget_pts: float = Field(1.0, ge=0, description="points below τ 0.9's accuracy")
+    fill_idle: bool = Field(True, description="idle GPUs join the busiest pools as headroom")
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,7 @@ from planner.assign import assign
 from planner.decision import PlanDecision, PlanStatus
 from planner.feed import read_counts, read_profiles, read_slots
 from planner.forecast import drifted, forecast_rates
+from planner.headroom import fill_idle
 from planner.inputs import PlannerInput, SloClass
 from planner.publish import current_state, differs, to_cluster_plan
 from planner.solve import SolveOptions, plan
@@ -86,6 +87,8 @@ def _replan(
     info: dict[str, Any] = {"rate_source": source, "profiles": profiles, **_summary(d)}
     if d.status not in (PlanStatus.OPTIMAL, PlanStatus.FEASIBLE):
         return _record(client, keys, info, rates)
+    if s.planner.fill_idle:
+        d = fill_idle(d, inp)
     a = assign(slots, groups, d.pools)
     new = to_cluster_plan(d, a, {g.group_id: labels[g.group_id] for g in groups})
     if force or differs(new, old, s.planner.routing_tolerance):

@@ -32,11 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--current", default="", help="pool_id=instances,... running now (moves)")
     p.add_argument("--model-dir", type=Path, default=None, help="default: settings' model dir")
     p.add_argument("--time-limit-s", type=float, default=5.0)
+    p.add_argument("--fill-idle", action="store_true", help="idle GPUs join busy pools")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from common.config import Settings
+    from planner.headroom import fill_idle
     from planner.solve import SolveOptions, plan
 
     settings = Settings()  # type: ignore[call-arg]  # pydantic-settings fills it from env
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         args, settings.slo_classes, args.model_dir or settings.engine.model_dir
     )
     decision = plan(inp, options=SolveOptions(time_limit_s=args.time_limit_s))
+    if args.fill_idle and decision.pools:
+        decision = fill_idle(decision, inp)
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2, sort_keys=True))
     else:

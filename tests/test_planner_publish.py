@@ -69,3 +69,20 @@ def test_small_routing_moves_are_not_published() -> None:
     far = old.model_copy(update={"routing": {"c": {"a": 0.6, "b": 0.4}}})
     assert not differs(near, old, 0.02)
     assert differs(far, old, 0.02)
+
+
+def test_idle_gpus_become_headroom_without_breaking_node_rows() -> None:
+    from planner_helpers import small_input
+
+    from planner.headroom import fill_idle
+    from planner.solve import plan
+
+    inp = small_input(rates=(0.5, 0.5), nodes=(4, 2), tp_degrees=(1, 2))
+    d = plan(inp)
+    assert d.gpus_used < inp.num_gpus  # light load: the MIP leaves GPUs idle
+    full = fill_idle(d, inp)
+    assert full.gpus_used == inp.num_gpus
+    assert {p.pool_id for p in full.pools} == {p.pool_id for p in d.pools}
+    a = assign([Slot(f"n{n}/cpu:{i}", f"n{n}", i) for n, g in enumerate((4, 2)) for i in range(g)],
+               [], full.pools)  # fmt: skip
+    assert not a.unplaced and not a.idle_slot_ids
