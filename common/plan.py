@@ -48,7 +48,7 @@ class GroupPlan(BaseModel):
 class ClusterPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SCHEMA_VERSION; a breaking change bumps both
     version: int = Field(0, ge=0, description="set on publish: previous + 1")
     created_ms: float = Field(0.0, ge=0, description="set on publish (epoch ms)")
     source: str = "manual"  # manual | planner | up

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -45,8 +45,8 @@ def publish_plan(client: redis.Redis, keys: Keys, plan: ClusterPlan) -> ClusterP
         pipe.publish(keys.ctl(), json.dumps({"type": "plan", "version": new.version}))
         return new
 
-    result: ClusterPlan = client.transaction(tx, keys.plan(), value_from_callable=True)
-    return result
+    result = client.transaction(tx, keys.plan(), value_from_callable=True)  # type: ignore[arg-type]
+    return cast(ClusterPlan, result)
 
 
 # ---- slots ----
@@ -65,7 +65,7 @@ class SlotInfo:
     pid: int = 0
 
     def to_hash(self) -> dict[str, str]:
-        return {k: str(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: str(getattr(self, k)) for k in self.__slots__}
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> SlotInfo:
@@ -78,7 +78,7 @@ class SlotInfo:
 
 def register_slot(client: redis.Redis, keys: Keys, info: SlotInfo, ttl_s: float) -> None:
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.slot(info.slot_id), mapping=info.to_hash())
+    pipe.hset(keys.slot(info.slot_id), mapping=dict(info.to_hash()))  # type: ignore[arg-type]
     pipe.pexpire(keys.slot(info.slot_id), int(ttl_s * 1000))
     pipe.sadd(keys.slots(), info.slot_id)
     pipe.execute()
@@ -93,7 +93,7 @@ def unregister_slot(client: redis.Redis, keys: Keys, slot_id: str) -> None:
 
 def live_slots(client: redis.Redis, keys: Keys) -> list[SlotInfo]:
     """Registered slots whose registration has not expired, sorted by id."""
-    ids = sorted(client.smembers(keys.slots()))
+    ids = sorted(str(s) for s in client.smembers(keys.slots()))
     pipe = client.pipeline(transaction=False)
     for s in ids:
         pipe.hgetall(keys.slot(s))
