@@ -48,7 +48,8 @@ def test_metrics_move_with_traffic(stack: Stack) -> None:
     def folded() -> dict | None:
         s = scrape(stack.url)
         ended = total(s, "dila:requests_finished_total")
-        return s if ended >= 3 + cancelled else None
+        stepped = total(s, "dila:worker_steps_total") > steps_before  # reaches the heartbeat
+        return s if ended >= 3 + cancelled and stepped else None
 
     after = wait_for(folded)
     cls = {"slo_class": "batch", "pool": "default"}
