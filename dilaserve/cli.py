@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("dilaserve.status", "live cluster view from Redis: pools, workers, plan, SLOs"),
     "whatif": ("planner.whatif", "the plan the planner would choose for a load (no cluster)"),
     "bench-planner": ("planner.bench", "planner MIP solve time, size and gap vs cluster size"),
+    "validate-planner": ("planner.validate", "capacity model predictions vs the simulator"),
 }
 
 

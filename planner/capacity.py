@@ -31,6 +31,7 @@ rounded down. Pure: no solver, no I/O. See docs/planner.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -40,6 +41,7 @@ from planner.inputs import ConfigKey, PlannerInput, SloClass
 
 Cell = tuple[int, ConfigKey, float]  # (class index, configuration, utilisation level ρ)
 P_GRID = 10_000  # attainment is kept to 4 decimals (rounded down)
+MAX_BUSY = 0.999  # per-slot utilisation is capped below 1 for the queueing formulas
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +74,27 @@ def steps_per_request(inp: PlannerInput, cls: SloClass, tau: float) -> float:
     return max(gen / tps, float(math.ceil(gen / inp.block_len())))
 
 
-def service_ms(inp: PlannerInput, cls: SloClass, cfg: ConfigKey) -> float:
+def service_ms(
+    inp: PlannerInput, cls: SloClass, cfg: ConfigKey, occupancy: int | None = None
+) -> float:
+    """Time in the batch when `occupancy` requests share it (default: a full batch)."""
     steps = steps_per_request(inp, cls, cfg.tau)
     num_blocks = math.ceil(inp.class_gen_tokens(cls) / inp.block_len())
     step_ms = inp.cost_model.batch_step_ms(
-        cfg.batch_size, inp.class_canvas_len(cls), inp.block_len(), steps / num_blocks,
-        inp.cache_mode, cfg.tp,
+        occupancy or cfg.batch_size, inp.class_canvas_len(cls), inp.block_len(),
+        steps / num_blocks, inp.cache_mode, cfg.tp,
     )  # fmt: skip
     return inp.service_margin * steps * step_ms
+
+
+def occupancy(service_of: Callable[[int], float], batch_size: int, rho: float) -> float:
+    """Mean requests in the batch at utilisation ρ of full-batch capacity: n = λ · T(n), with
+    λ = ρ · b / T(b) (Little's law; a fuller batch steps slower, so iterate)."""
+    arrivals_per_ms = rho * batch_size / service_of(batch_size)
+    n = rho * batch_size
+    for _ in range(4):
+        n = min(float(batch_size), max(1.0, arrivals_per_ms * service_of(max(1, round(n)))))
+    return n
 
 
 @lru_cache(maxsize=4096)
@@ -92,19 +107,40 @@ def erlang_c(servers: int, utilisation: float) -> float:
     return erlang_b / (1.0 - utilisation * (1.0 - erlang_b))
 
 
-def queue_estimate(service: float, slo_ms: float, batch_size: int, rho: float) -> Estimate:
+def queue_estimate(
+    service: float, slo_ms: float, batch_size: int, rho: float,
+    full_service: float | None = None, service_cv: float = 0.0,
+) -> Estimate:  # fmt: skip
+    """M/D/b numbers for service time `service` at per-slot utilisation ρ; capacity μ is that of
+    a full batch (`full_service`, default `service`). With `service_cv` > 0 a request's own
+    service time spreads normally around `service` (steps per request vary)."""
     wait_prob = erlang_c(batch_size, rho)
     wait = 0.5 * wait_prob * service / (batch_size * (1.0 - rho))
-    if service >= slo_ms:
-        p = 0.0
+    slack = slo_ms - service
+    if service_cv > 0:
+        on_time = 0.5 * (1.0 + math.erf(slack / (service_cv * service * math.sqrt(2.0))))
     else:
-        decay = 2.0 * batch_size * (1.0 - rho) * (slo_ms - service) / service
-        p = max(0.0, 1.0 - wait_prob * math.exp(-decay))
-    return Estimate(service, 1000.0 * batch_size / service, wait, p)
+        on_time = 1.0 if slack > 0 else 0.0
+    decay = 2.0 * batch_size * (1.0 - rho) * max(slack, 0.0) / service
+    p = max(0.0, on_time * (1.0 - wait_prob * math.exp(-decay)))
+    return Estimate(service, 1000.0 * batch_size / (full_service or service), wait, p)
+
+
+def level_estimate(
+    service_of: Callable[[int], float], slo_ms: float, batch_size: int, rho: float,
+    service_cv: float = 0.0,
+) -> Estimate:  # fmt: skip
+    """One class at utilisation level ρ (of full-batch capacity): the batch holds n < b requests
+    on average, so steps are faster and each slot is busy only n/b of the time."""
+    n = occupancy(service_of, batch_size, rho)
+    service = service_of(max(1, round(n)))
+    busy = min(n / batch_size, rho, MAX_BUSY)
+    return queue_estimate(service, slo_ms, batch_size, busy, service_of(batch_size), service_cv)
 
 
 def estimate(inp: PlannerInput, cls: SloClass, cfg: ConfigKey, rho: float) -> Estimate:
-    return queue_estimate(service_ms(inp, cls, cfg), cls.slo_ms, cfg.batch_size, rho)
+    service_of = _service_of(inp, cls, cfg)
+    return level_estimate(service_of, cls.slo_ms, cfg.batch_size, rho, inp.service_cv)
 
 
 def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
@@ -131,15 +167,30 @@ def _config_cells(
     for ci, cls in enumerate(inp.classes):
         if cfg.tau < cls.tau_floor:
             continue
-        service = service_ms(inp, cls, cfg)
+        service = _memo(_service_of(inp, cls, cfg))
         best_p = -1.0  # walking ρ down: a level is useful only if its p beats every higher ρ's
         for rho in sorted(inp.utilisations, reverse=True):
-            est = queue_estimate(service, cls.slo_ms, cfg.batch_size, rho)
+            est = level_estimate(service, cls.slo_ms, cfg.batch_size, rho, inp.service_cv)
             p = math.floor(est.attainment * P_GRID) / P_GRID  # round down: no false precision
             if p >= inp.min_attainment and p > 0 and (p > best_p or not prune):
                 found[(ci, rho)] = Estimate(est.service_ms, est.rate_rps, est.wait_ms, p)
                 best_p = p
     return found
+
+
+def _service_of(inp: PlannerInput, cls: SloClass, cfg: ConfigKey) -> Callable[[int], float]:
+    return lambda n: service_ms(inp, cls, cfg, n)
+
+
+def _memo(fn: Callable[[int], float]) -> Callable[[int], float]:
+    cache: dict[int, float] = {}
+
+    def get(n: int) -> float:
+        if n not in cache:
+            cache[n] = fn(n)
+        return cache[n]
+
+    return get
 
 
 def _undominated(

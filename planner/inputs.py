@@ -63,6 +63,7 @@ class PlannerInput:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # batch caps a pool may get
     utilisations: tuple[float, ...] = (0.5, 0.7, 0.85, 0.95)  # load levels, see capacity.py
     current: Mapping[ConfigKey, int] = field(default_factory=dict)  # instances now
+    current_routing: Mapping[str, Mapping[ConfigKey, float]] = field(default_factory=dict)
     accuracy_budget_pts: float = 1.0  # served load averages ≥ acc(τ 0.9) − this/100
     accuracy_floor: float | None = None  # explicit floor; overrides the budget
     prompt_tokens: int = 64
@@ -70,11 +71,13 @@ class PlannerInput:
     block_length: int | None = None  # None → the quality profile's block_length
     cache_mode: str = "dual"
     service_margin: float = 1.1  # predicted service time × this (cost model error headroom)
+    service_cv: float = 0.15  # spread of one request's service time around the mean
     min_attainment: float = 0.5  # never route a class where it would meet its SLO less often
     min_rate_rps: float = 1e-3  # idle classes still get a route
     move_penalty: float = 0.05  # per GPU regrouped, × the mean weighted rate per GPU
     retune_penalty: float = 0.005  # per GPU whose pool τ changes (no regroup)
     gpu_cost: float = 1e-4  # per GPU used: keeps unneeded instances off
+    routing_penalty: float = 1e-3  # per share of a class's weighted rate routed away from now
     allow_shed: bool = True  # may the plan leave load unserved (admission rejects it)?
 
     @property

@@ -19,9 +19,10 @@ Constraints:
                (N[d] = Σ n over configurations of degree d; exact for power-of-two degrees:
                groups never span nodes, and the smallest degree's row is the GPU budget)
     accuracy   Σ λ_c (a_k − A_min) x[c,k,ρ] ≥ 0                           served-load average
-    moves      r[d] ≥ N_prev[d] − N[d];  q[k] ≥ n_prev[k] − n[k]
+    moves      r[d] ≥ N_prev[d] − N[d];  q[k] ≥ n_prev[k] − n[k];  v[c,k] ≥ share_prev − Σ_ρ x
 Objective (maximise; weighted SLO-meeting requests/s):
     Σ w_c λ_c p[c,k,ρ] x[c,k,ρ] − s·(m_move Σ d r[d] + m_retune Σ d q[k] + m_gpu Σ d n[k])
+                                − m_route Σ w_c λ_c v[c,k]
 with s = Σ w_c λ_c / G, the mean weighted rate per GPU, so penalties read as shares of a GPU.
 """
 
@@ -67,7 +68,7 @@ def build_mip(inp: PlannerInput, table: CapacityTable) -> MipHandle:
         inp.classes[c].weight * rates[c] * table.cells[(c, k, rho)].attainment * var
         for (c, k, rho), var in h.x.items()
     )
-    model.maximize(goodput - h.penalty_scale * _penalties(inp, h))
+    model.maximize(goodput - h.penalty_scale * _penalties(inp, h) - _rerouting(inp, h))
     return h
 
 
@@ -132,6 +133,20 @@ def _add_accuracy(inp: PlannerInput, h: MipHandle) -> None:
         h.rates_rps[c] * (h.table.accuracy[k] - floor) * var for (c, k, _), var in h.x.items()
     )
     h.model.add_linear_constraint(margin >= 0, name="accuracy")
+
+
+def _rerouting(inp: PlannerInput, h: MipHandle) -> mathopt.LinearExpression:
+    """Share of each class moved off the pools it uses now: breaks the LP's many equal
+    routings toward the current one, so re-plans do not shuffle traffic for nothing."""
+    terms: list[mathopt.LinearExpression] = []
+    for c, cls in enumerate(inp.classes):
+        for k, prev in inp.current_routing.get(cls.name, {}).items():
+            xs = [var for (ci, kk, _), var in h.x.items() if ci == c and kk == k]
+            if prev > 0 and xs:
+                v = h.model.add_variable(lb=0, name=f"rerouted[{c},{k.pool_id}]")
+                h.model.add_linear_constraint(v + mathopt.fast_sum(xs) >= prev)
+                terms.append(inp.routing_penalty * cls.weight * h.rates_rps[c] * v)
+    return mathopt.fast_sum(terms)
 
 
 def _penalties(inp: PlannerInput, h: MipHandle) -> mathopt.LinearExpression:

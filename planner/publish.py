@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from common.plan import ClusterPlan, GroupPlan, PoolSpec
 from planner.assign import Assignment, Group
@@ -17,13 +18,19 @@ from planner.decision import PlanDecision
 from planner.inputs import ConfigKey
 
 
-def current_state(
-    plan: ClusterPlan | None, default_batch: int
-) -> tuple[dict[ConfigKey, int], list[Group], dict[str, str]]:
-    """From the published plan: instances per configuration, the running groups (pool ids
-    rewritten to configuration ids) and each group's published pool label."""
+@dataclass(frozen=True, slots=True)
+class CurrentState:
+    """The published plan as the planner sees it."""
+
+    counts: dict[ConfigKey, int]  # instances per configuration
+    groups: list[Group]  # running groups, pool ids rewritten to configuration ids
+    labels: dict[str, str]  # group id → its published pool label
+    routing: dict[str, dict[ConfigKey, float]]  # class → configuration → share
+
+
+def current_state(plan: ClusterPlan | None, default_batch: int) -> CurrentState:
     if plan is None:
-        return {}, [], {}
+        return CurrentState({}, [], {}, {})
     key = {p.pool_id: ConfigKey(p.tp, p.tau, p.max_batch_size or default_batch) for p in plan.pools}
     counts: Counter[ConfigKey] = Counter()
     groups, labels = [], {}
@@ -32,7 +39,8 @@ def current_state(
         counts[k] += 1
         groups.append(Group(g.group_id, k.pool_id, k.tp, tuple(g.slots)))
         labels[g.group_id] = g.pool_id
-    return dict(counts), groups, labels
+    routing = {c: {key[p]: s for p, s in shares.items()} for c, shares in plan.routing.items()}
+    return CurrentState(dict(counts), groups, labels, routing)
 
 
 def pool_labels(a: Assignment, old_labels: Mapping[str, str]) -> dict[str, str]:

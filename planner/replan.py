@@ -70,7 +70,7 @@ def _replan(
     if not slots:
         return _record(client, keys, {"status": "skipped", "reason": "no live slots"}, rates)
     old = read_plan(client, keys)
-    current, groups, labels = current_state(old, s.engine.max_batch_size)
+    now = current_state(old, s.engine.max_batch_size)
     cost, quality, profiles = read_profiles(client, keys, s.engine.model_dir)
     nodes: dict[str, int] = {}
     for slot in slots:
@@ -80,7 +80,8 @@ def _replan(
                       for c in s.slo_classes),
         gpus_per_node=tuple(nodes[n] for n in sorted(nodes)), cost_model=cost, quality=quality,
         tp_degrees=tuple(s.planner.tp_degrees), batch_sizes=tuple(s.planner.batch_sizes),
-        accuracy_budget_pts=s.planner.accuracy_budget_pts, current=current,
+        accuracy_budget_pts=s.planner.accuracy_budget_pts, current=now.counts,
+        current_routing=now.routing,
     )  # fmt: skip
     previous = _previous(client, keys)
     d = plan(inp, previous, SolveOptions(time_limit_s=s.planner.time_limit_s))
@@ -89,8 +90,8 @@ def _replan(
         return _record(client, keys, info, rates)
     if s.planner.fill_idle:
         d = fill_idle(d, inp)
-    a = assign(slots, groups, d.pools)
-    new = to_cluster_plan(d, a, {g.group_id: labels[g.group_id] for g in groups})
+    a = assign(slots, now.groups, d.pools)
+    new = to_cluster_plan(d, a, now.labels)
     if force or differs(new, old, s.planner.routing_tolerance):
         info["version"] = publish_plan(client, keys, new).version
         info["moved_slots"] = len(a.moved_slot_ids)

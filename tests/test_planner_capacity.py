@@ -70,3 +70,15 @@ def test_validate_reports_bad_inputs() -> None:
     assert validate(small_input(utilisations=(0.5, 1.0)))
     bad_class = replace(small_input(), classes=(SloClass("x", -1.0, 1.0),))
     assert validate(bad_class)
+
+
+@pytest.mark.parametrize(("slo_ms", "batch_size", "rho"), [(1200.0, 4, 0.85), (2000.0, 16, 0.7)])
+def test_capacity_model_is_conservative_against_the_simulator(
+    slo_ms: float, batch_size: int, rho: float
+) -> None:
+    from planner.validate import compare
+
+    row = compare(slo_ms, batch_size, rho, instances=2, duration_s=60.0, tau=0.9)
+    assert row["requests"] > 100
+    assert row["predicted_attainment"] <= row["simulated_attainment"] + 0.03
+    assert row["predicted_attainment"] > 0.5 and row["simulated_attainment"] > 0.9

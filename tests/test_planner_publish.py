@@ -48,11 +48,11 @@ def test_published_plan_is_valid_and_a_tau_change_keeps_formations() -> None:
     a1 = assign(SLOTS, [], first.pools)
     plan1 = ClusterPlan.model_validate(to_cluster_plan(first, a1, {}).model_dump())
     assert plan1.pool(plan1.pools[0].pool_id).num_instances == 2
-    counts, groups, labels = current_state(plan1, default_batch=32)
-    assert sum(counts.values()) == 2
+    now = current_state(plan1, default_batch=32)
+    assert sum(now.counts.values()) == 2 and sum(now.routing["c"].values()) == 1.0
     second = _decision(0.7)
-    a2 = assign(SLOTS, groups, second.pools)
-    plan2 = to_cluster_plan(second, a2, labels)
+    a2 = assign(SLOTS, now.groups, second.pools)
+    plan2 = to_cluster_plan(second, a2, now.labels)
     assert plan2.pools[0].tau == 0.7 and plan2.pools[0].pool_id == plan1.pools[0].pool_id
     formations = {s: plan1.assignment(s).formation for s in plan1.slot_ids()}  # type: ignore[union-attr]
     assert {s: plan2.assignment(s).formation for s in plan2.slot_ids()} == formations  # type: ignore[union-attr]
