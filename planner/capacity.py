@@ -75,10 +75,11 @@ def steps_per_request(inp: PlannerInput, cls: SloClass, tau: float) -> float:
 
 
 def service_ms(
-    inp: PlannerInput, cls: SloClass, cfg: ConfigKey, occupancy: int | None = None
-) -> float:
+    inp: PlannerInput, cls: SloClass, cfg: ConfigKey, occupancy: int | None = None,
+    steps: float | None = None,
+) -> float:  # fmt: skip
     """Time in the batch when `occupancy` requests share it (default: a full batch)."""
-    steps = steps_per_request(inp, cls, cfg.tau)
+    steps = steps or steps_per_request(inp, cls, cfg.tau)
     num_blocks = math.ceil(inp.class_gen_tokens(cls) / inp.block_len())
     step_ms = inp.cost_model.batch_step_ms(
         occupancy or cfg.batch_size, inp.class_canvas_len(cls), inp.block_len(),
@@ -147,9 +148,11 @@ def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
     """`prune=False` keeps dominated levels and configurations (tests check pruning is exact)."""
     cells: dict[ConfigKey, dict[tuple[int, float], Estimate]] = {}
     accuracy: dict[ConfigKey, float] = {}
+    steps = {(ci, t): steps_per_request(inp, c, t) for ci, c in enumerate(inp.classes)
+             for t in inp.taus()}  # fmt: skip
     for cfg in inp.configs():
         accuracy[cfg] = inp.quality.at(cfg.tau, inp.cache_mode).accuracy
-        found = _config_cells(inp, cfg, prune)
+        found = _config_cells(inp, cfg, prune, steps)
         if found:
             cells[cfg] = found
     keep = _undominated(inp, cells, accuracy) if prune else sorted(cells)
@@ -161,13 +164,13 @@ def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
 
 
 def _config_cells(
-    inp: PlannerInput, cfg: ConfigKey, prune: bool
+    inp: PlannerInput, cfg: ConfigKey, prune: bool, steps: dict[tuple[int, float], float]
 ) -> dict[tuple[int, float], Estimate]:
     found: dict[tuple[int, float], Estimate] = {}
     for ci, cls in enumerate(inp.classes):
         if cfg.tau < cls.tau_floor:
             continue
-        service = _memo(_service_of(inp, cls, cfg))
+        service = _memo(_service_of(inp, cls, cfg, steps[(ci, cfg.tau)]))
         best_p = -1.0  # walking ρ down: a level is useful only if its p beats every higher ρ's
         for rho in sorted(inp.utilisations, reverse=True):
             est = level_estimate(service, cls.slo_ms, cfg.batch_size, rho, inp.service_cv)
@@ -178,8 +181,10 @@ def _config_cells(
     return found
 
 
-def _service_of(inp: PlannerInput, cls: SloClass, cfg: ConfigKey) -> Callable[[int], float]:
-    return lambda n: service_ms(inp, cls, cfg, n)
+def _service_of(
+    inp: PlannerInput, cls: SloClass, cfg: ConfigKey, steps: float | None = None
+) -> Callable[[int], float]:
+    return lambda n: service_ms(inp, cls, cfg, n, steps)
 
 
 def _memo(fn: Callable[[int], float]) -> Callable[[int], float]:
