@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument(
+        "--block-rows",
+        type=float,
+        default=0.5,
+        help="share of rows masked like semi-AR block decoding (see train_data.mask_answers)",
+    )
     p.add_argument("--seed", type=int, default=0, help="data and init seed")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)

@@ -47,16 +47,31 @@ def train_batch(seed: int, step: int, batch_size: int) -> tuple[Tensor, Tensor, 
 
 
 def mask_answers(
-    ids: Tensor, answer_pos: Tensor, mask_id: int, gen: torch.Generator
+    ids: Tensor,
+    answer_pos: Tensor,
+    mask_id: int,
+    gen: torch.Generator,
+    block_rows: float = 0.0,
+    block_length: int = 16,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mask each answer token with probability t ~ U(0, 1) drawn per row.
+    """Mask answer tokens; returns noised ids [B, T], loss weights [B, GEN_LENGTH] and t [B, 1].
 
-    Returns noised ids [B, T], masked [B, GEN_LENGTH] bool and t [B, 1].
+    LLaDA rows mask each answer token with probability t ~ U(0, 1) and weight masked ones 1/t.
+    A `block_rows` share of rows instead looks like the engine's semi-autoregressive decoding: a
+    random block k is masked at rate t, earlier blocks are clean and later ones fully masked;
+    only block k is in the loss. Random masks almost never leave 16+ masked positions right
+    after a clean prefix, so without these rows the model is overconfident about the layout of
+    a fresh block, exactly where threshold decoding commits many tokens at once.
     """
     B = ids.shape[0]
     t = torch.rand(B, 1, generator=gen).clamp_min(1e-3)
     masked = torch.rand(B, GEN_LENGTH, generator=gen) < t
+    block_of = torch.arange(GEN_LENGTH)[None, :] // block_length  # [1, G]
+    k = torch.randint(0, GEN_LENGTH // block_length, (B, 1), generator=gen)
+    semi = torch.rand(B, 1, generator=gen) < block_rows
+    in_loss = torch.where(semi, block_of == k, torch.ones_like(masked)) & masked
+    masked = torch.where(semi, (block_of > k) | ((block_of == k) & masked), masked)
     noised = ids.clone()
     rows = torch.arange(B)[:, None].expand_as(answer_pos)
     noised[rows[masked], answer_pos[masked]] = mask_id
-    return noised, masked, t
+    return noised, in_loss / t, t

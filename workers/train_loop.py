@@ -14,15 +14,16 @@ from workers.model.transformer import DiffusionLM
 from workers.train_data import mask_answers, train_batch
 
 
-def masked_diffusion_loss(model: DiffusionLM, batch, gen: torch.Generator, device) -> torch.Tensor:
+def masked_diffusion_loss(
+    model: DiffusionLM, batch, gen: torch.Generator, device, block_rows: float
+) -> torch.Tensor:
     ids, valid, pos = batch
-    noised, masked, t = mask_answers(ids, pos, model.cfg.mask_token_id, gen)
+    noised, weight, _ = mask_answers(ids, pos, model.cfg.mask_token_id, gen, block_rows)
     rows = torch.arange(ids.shape[0])[:, None]
     logits = model(noised.to(device), valid.to(device))[rows.to(device), pos.to(device)]
     target = ids[rows, pos].to(device)  # [B, G]
     ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-    weight = (masked / t).flatten().to(device)  # 1/t on masked positions, 0 elsewhere
-    return (ce * weight).sum() / (ids.shape[0] * GEN_LENGTH)
+    return (ce * weight.flatten().to(device)).sum() / (ids.shape[0] * GEN_LENGTH)
 
 
 def _device(name: str) -> torch.device:
@@ -73,7 +74,7 @@ def train(args: argparse.Namespace) -> DiffusionLM:
             group["lr"] = lr_at(step, args)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         batch = train_batch(args.seed, step, args.batch_size)
-        loss = masked_diffusion_loss(model, batch, gen, device)
+        loss = masked_diffusion_loss(model, batch, gen, device, args.block_rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
