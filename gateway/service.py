@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,15 @@ from typing import Any
 
 from common.config import Settings
 from common.errors import Conflict, NotFound, Overloaded, Unavailable
+from common.plan import ClusterPlan
 from common.schemas import EventType, RequestRecord
 from gateway.admission import Admission, now_ms
 from gateway.feasibility import DeadlineCheck
 from gateway.model_info import ModelInfo
+from gateway.routing import Router
 from gateway.store import Event, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -29,6 +34,7 @@ class Service:
     def __init__(self, settings: Settings, model: ModelInfo, store: Store) -> None:
         self.settings, self.model, self.store = settings, model, store
         self.admission = Admission(settings, model)
+        self.router = Router(settings.worker.pool)
         self.deadlines = DeadlineCheck(
             Path(settings.engine.model_dir), settings.slo_classes, settings.engine.max_batch_size
         )
@@ -36,6 +42,9 @@ class Service:
 
     async def submit(self, rec: RequestRecord) -> Submitted:
         gw = self.settings.gateway
+        if self.router.stale():
+            self.router.update(await self._plan())
+        rec.pool = self.router.pool_for(rec.slo_class)
         if self.deadlines.enabled and await self._deadline_infeasible(rec):
             if self.deadlines.late_action(rec) == "drop":
                 raise Overloaded(
@@ -58,6 +67,13 @@ class Service:
             h = await self.store.get(rec.id)
             return Submitted(rec.id, reply[1], float(h.get("deadline_ms", 0)), created=False)
         return Submitted(rec.id, "queued", rec.deadline_ms, created=True)
+
+    async def _plan(self) -> ClusterPlan | None:
+        try:
+            return await self.store.plan()
+        except ValueError:  # a malformed plan must not take submits down: keep routing as is
+            log.exception("ignoring an unreadable plan in Redis")
+            return None
 
     async def _deadline_infeasible(self, rec: RequestRecord) -> bool:
         rate = self.deadlines.cached_rate(rec.pool)

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 
 from common.bus_calls import Call, Calls, load_scripts
 from common.config import RedisCfg
+from common.plan import ClusterPlan
 from common.schemas import EventType, RequestRecord
 
 
@@ -64,6 +65,10 @@ class Store:
 
     async def queue_len(self, pool: str) -> int:
         return int(await self.client.zcard(self.keys.queue(pool)))
+
+    async def plan(self) -> ClusterPlan | None:
+        raw = await self.client.get(self.keys.plan())
+        return ClusterPlan.from_json(raw) if raw else None
 
     async def count_ahead(self, pool: str, score: float) -> int:
         """Requests queued in `pool` that a claim takes before one with this score."""
