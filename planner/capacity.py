@@ -88,13 +88,21 @@ def service_ms(
     return inp.service_margin * steps * step_ms
 
 
+def interpolated(service_of: Callable[[int], float], n: float) -> float:
+    """Service time at a fractional mean occupancy n ≥ 1: linear between whole batches."""
+    lo = max(1, math.floor(n))
+    frac = n - lo
+    return service_of(lo) if frac <= 0 else (1 - frac) * service_of(lo) + frac * service_of(lo + 1)
+
+
 def occupancy(service_of: Callable[[int], float], batch_size: int, rho: float) -> float:
-    """Mean requests in the batch at utilisation ρ of full-batch capacity: n = λ · T(n), with
-    λ = ρ · b / T(b) (Little's law; a fuller batch steps slower, so iterate)."""
+    """The batch a request shares at utilisation ρ of full-batch capacity: itself plus the
+    λ · T others in service (Little's law), n = 1 + λ · T(n) with λ = ρ · b / T(b), capped at b
+    (a fuller batch steps slower, so iterate)."""
     arrivals_per_ms = rho * batch_size / service_of(batch_size)
-    n = rho * batch_size
-    for _ in range(4):
-        n = min(float(batch_size), max(1.0, arrivals_per_ms * service_of(max(1, round(n)))))
+    n = 1.0 + rho * batch_size
+    for _ in range(6):
+        n = min(float(batch_size), 1.0 + arrivals_per_ms * interpolated(service_of, n))
     return n
 
 
@@ -131,11 +139,12 @@ def level_estimate(
     service_of: Callable[[int], float], slo_ms: float, batch_size: int, rho: float,
     service_cv: float = 0.0,
 ) -> Estimate:  # fmt: skip
-    """One class at utilisation level ρ (of full-batch capacity): the batch holds n < b requests
-    on average, so steps are faster and each slot is busy only n/b of the time."""
+    """One class at utilisation level ρ (of full-batch capacity): a request shares the batch with
+    fewer than b − 1 others on average, so steps are faster and each slot is busy λT/b of the
+    time."""
     n = occupancy(service_of, batch_size, rho)
-    service = service_of(max(1, round(n)))
-    busy = min(n / batch_size, rho, MAX_BUSY)
+    service = interpolated(service_of, n)
+    busy = min(rho * batch_size * service / service_of(batch_size) / batch_size, rho, MAX_BUSY)
     return queue_estimate(service, slo_ms, batch_size, busy, service_of(batch_size), service_cv)
 
 
