@@ -7,10 +7,10 @@ import random
 from collections import Counter
 
 import pytest
-from planner_helpers import packs
 
 from planner.assign import Assignment, Group, Slot, assign
 from planner.decision import PoolPlan
+from tests.planner_helpers import packs
 
 
 def slots_of(nodes: dict[str, int]) -> list[Slot]:

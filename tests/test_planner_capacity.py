@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from planner_helpers import small_input
 
 from common.costmodel import Coeffs, CostModel
 from planner.capacity import build_table, erlang_c, estimate, queue_estimate, steps_per_request
 from planner.defaults import example_cost_model, example_quality_profile
 from planner.inputs import ConfigKey, PlannerInput, SloClass, nodes_of, validate
+from tests.planner_helpers import small_input
 
 
 def test_erlang_c_matches_closed_forms() -> None:

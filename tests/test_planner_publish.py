@@ -72,10 +72,9 @@ def test_small_routing_moves_are_not_published() -> None:
 
 
 def test_idle_gpus_become_headroom_without_breaking_node_rows() -> None:
-    from planner_helpers import small_input
-
     from planner.headroom import fill_idle
     from planner.solve import plan
+    from tests.planner_helpers import small_input
 
     inp = small_input(rates=(0.5, 0.5), nodes=(4, 2), tp_degrees=(1, 2))
     d = plan(inp)

@@ -8,13 +8,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from planner_helpers import brute_force, small_input, small_quality
 
 from common.quality import QualityProfile
 from planner.capacity import build_table
 from planner.decision import PlanDecision, PlanStatus
 from planner.inputs import ConfigKey, PlannerInput
 from planner.solve import SolveOptions, plan
+from tests.planner_helpers import brute_force, small_input, small_quality
 
 EXACT = SolveOptions(relative_gap=1e-9, time_limit_s=10.0)
 
