@@ -90,6 +90,9 @@ class Bus:
 
     # ---- client side (tests, tools) ----
 
+    def queue_len(self, pool: str) -> int:
+        return int(self.client.zcard(self.keys.queue(pool)))
+
     def get(self, req_id: str) -> dict[str, str]:
         return dict(self.client.hgetall(self.keys.req(req_id)))
 

@@ -47,6 +47,7 @@ class IOStats:
     num_claims: int = 0
     num_stale: int = 0
     num_redis_errors: int = 0
+    queue_depth: int = 0  # the pool queue's length at the last claim tick
     heartbeat: dict[str, str] = field(default_factory=dict)  # extra fields from the loop
 
 
@@ -166,6 +167,7 @@ class WorkerIO:
         self._wake.clear()
         with self.lock:
             free = self.max_batch_size - len(self.held)
+        self.stats.queue_depth = self.bus.queue_len(self.wcfg.pool)
         if free <= 0:
             return
         items = self.bus.claim(

@@ -82,6 +82,7 @@ class WorkerLoop:
 
     def step(self) -> None:
         t0 = time.perf_counter()
+        self.sched.queue_depth = self.io.stats.queue_depth  # backlog the τ control may absorb
         plan = self.sched.schedule(now_ms())
         self._forget_cancelled(plan)
         t1 = time.perf_counter()

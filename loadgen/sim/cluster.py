@@ -86,6 +86,7 @@ def simulate(
             bisect.insort(queue, (key, r.req_id))
             nxt += 1
         inst = insts[i]
+        inst.sched.queue_depth = len(queue)
         if cfg.min_service_ms:
             _triage(queue, now + cfg.min_service_ms, by_id)
         _claim(inst, queue, by_id)

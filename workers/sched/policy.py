@@ -13,6 +13,7 @@ Pure: the cost model and quality profile are plain Python (common/costmodel.py, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from common.costmodel import CostModel
@@ -73,7 +74,9 @@ class Policy:
             return (work - self.cfg.aging_per_s * waited_s, st.seq_no)
         return (st.req.deadline_ms, st.seq_no)
 
-    def rule_for(self, st: SeqState, batch_size: int, now_ms: float) -> DecodeRule:
+    def rule_for(
+        self, st: SeqState, batch_size: int, now_ms: float, backlog: int = 0
+    ) -> DecodeRule:
         return st.req.rule
 
     def _token_budget(self, running: list[SeqState]) -> float:
@@ -140,9 +143,16 @@ class DeadlinePolicy(Policy):
             budget -= len(st.canvas)
         return out
 
-    def rule_for(self, st: SeqState, batch_size: int, now_ms: float) -> DecodeRule:
+    def rule_for(
+        self, st: SeqState, batch_size: int, now_ms: float, backlog: int = 0
+    ) -> DecodeRule:
+        """The highest τ that meets the deadline, lowered further while work waits: a queue
+        behind a full batch is load the threshold can absorb (more tokens per step, shorter
+        stays), one ladder step per half batch of backlog."""
         floor = self._floor(st)
-        for tau in self._ladder(st):
+        ladder = self._ladder(st)
+        shed = min(len(ladder) - 1, math.ceil(2 * backlog / max(batch_size, 1)))
+        for tau in ladder[shed:]:
             if self._finish_ms(st, tau, batch_size, now_ms) <= st.req.deadline_ms:
                 return ThresholdRule(tau)
         st.late = True

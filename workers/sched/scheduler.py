@@ -52,6 +52,7 @@ class Scheduler:
         self._release: list[str] = []  # ids the runner must drop at the next step
         self._pending: list[SeqUpdate] = []  # decided in schedule(), reported by update()
         self.predictions = PredictionLog()
+        self.queue_depth = 0  # requests waiting in the pool's shared queue (the driver sets it)
         self._predicted: dict[str, tuple[float, float]] = {}  # id → (admitted at, finish) ms
 
     # ---- membership ----
@@ -156,9 +157,12 @@ class Scheduler:
             phase = Phase.FULL
         else:
             phase = Phase.REFRESH if st.needs_refresh else Phase.REUSE
-        rule = self.policy.rule_for(st, len(self.running), now_ms)
+        rule = self.policy.rule_for(st, len(self.running), now_ms, self._backlog())
         st.last_tau = rule.tau if isinstance(rule, ThresholdRule) else None
         return SeqStep(st.req_id, st.block, phase, rule, st.step_in_block)
+
+    def _backlog(self) -> int:
+        return len(self.waiting) + self.queue_depth
 
     def _new_seq(self, st: SeqState) -> NewSeq:
         r = st.req
