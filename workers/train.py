@@ -19,7 +19,7 @@ from common.config import DEFAULT_MODEL_DIR, REPO_ROOT
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="model directory to write")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=4500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-steps", type=int, default=200)

@@ -29,6 +29,15 @@ def _pick(conf: Tensor, open_: Tensor, tau: float) -> Tensor:
     return torch.where(above.any(1, keepdim=True), above, top)
 
 
+def _fill_after_eos(ids: Tensor, pos: Tensor, eos_commit: Tensor, mask_id: int) -> None:
+    """Like the engine: an EOS commit means the rest of the answer is EOS (later blocks skipped)."""
+    ar = torch.arange(GEN_LENGTH)[None, :]
+    first = torch.where(eos_commit, ar, GEN_LENGTH).min(1, keepdim=True).values  # [B, 1]
+    rows = torch.arange(ids.shape[0])[:, None].expand_as(pos)
+    fill = (ar > first) & (ids[rows, pos] == mask_id)
+    ids[rows[fill], pos[fill]] = EOS_ID
+
+
 @torch.no_grad()
 def decode(model: DiffusionLM, ids: Tensor, valid: Tensor, pos: Tensor, tau: float) -> Tensor:
     """Fill the masked answer positions block by block; returns steps per row [B]."""
@@ -48,6 +57,7 @@ def decode(model: DiffusionLM, ids: Tensor, valid: Tensor, pos: Tensor, tau: flo
             chosen = _pick(conf, open_, tau)
             ids[rows.expand_as(pos)[chosen], pos[chosen]] = pred[chosen]
             steps += open_.any(1)
+            _fill_after_eos(ids, pos, chosen & (pred == EOS_ID), mask_id)
     return steps
 
 
