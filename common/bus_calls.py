@@ -13,11 +13,13 @@ from typing import Any
 
 from common.config import RedisCfg
 from common.keys import Keys
+from common.outcomes import ARRIVALS_TTL_S, bucket_start_s
 from common.schemas import RequestRecord, StepReport, encode
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 SCRIPT_NAMES = (
     "submit", "claim", "progress", "complete", "handback", "heartbeat", "reap", "cancel",
+    "rehome",
 )  # fmt: skip
 STATS_COUNTERS = "counters"
 # Added to the queue score of a request handed back as hopeless (a `serve` class past saving):
@@ -26,7 +28,17 @@ LATE_LANE_MS = 1e13
 
 
 def load_scripts() -> dict[str, str]:
-    return {name: (LUA_DIR / f"{name}.lua").read_text() for name in SCRIPT_NAMES}
+    """Each script with the shared helpers (lib.lua) in front."""
+    lib = (LUA_DIR / "lib.lua").read_text()
+    return {name: lib + (LUA_DIR / f"{name}.lua").read_text() for name in SCRIPT_NAMES}
+
+
+def count_arrival(client: Any, keys: Keys, slo_class: str, at_ms: float) -> None:
+    """One arrival of `slo_class` at `at_ms`, as the submit script counts it; `client` may be a
+    pipeline (the gateway's, for a request admission refuses before the submit script)."""
+    key = keys.arrivals(bucket_start_s(at_ms))
+    client.hincrby(key, slo_class, 1)
+    client.expire(key, ARRIVALS_TTL_S)
 
 
 @dataclass(slots=True)
@@ -51,9 +63,10 @@ class Calls:
         fields = [x for kv in rec.to_redis().items() for x in kv]
         return Call(
             "submit",
-            [k.req(rec.id), k.queue(rec.pool), k.events(rec.id), k.pools(), self.counters],
+            [k.req(rec.id), k.queue(rec.pool), k.events(rec.id), k.pools(), self.counters,
+             k.arrivals(bucket_start_s(rec.arrival_ms)), k.retired_pools(), k.redirect()],
             [rec.id, rec.queue_score or rec.deadline_ms, queue_bound, rec.pool, self.maxlen,
-             k.ctl(), encode(event), *fields],
+             k.ctl(), encode(event), rec.slo_class, k.queue_stem, ARRIVALS_TTL_S, *fields],
         )  # fmt: skip
 
     def claim(self, pool: str, worker_id: str, n: int, now_ms: float, lease_ms: float) -> Call:
@@ -108,10 +121,11 @@ class Calls:
         k = self.keys
         return Call(
             "handback",
-            [k.req(req_id), k.events(req_id), k.lease(), k.queue(pool), self.counters],
+            [k.req(req_id), k.events(req_id), k.lease(), k.queue(pool), self.counters,
+             k.retired_pools(), k.redirect()],
             [worker_id, attempt, req_id, encode(canvas) if canvas is not None else "", ckpt_block,
              1 if error else 0, reason, error, self.maxlen, k.ctl(), pool,
-             LATE_LANE_MS if late else 0],
+             LATE_LANE_MS if late else 0, k.queue_stem],
         )  # fmt: skip
 
     def heartbeat(
@@ -135,10 +149,19 @@ class Calls:
         k = self.keys
         return Call(
             "reap",
-            [k.lease(), self.counters, k.finished()],
+            [k.lease(), self.counters, k.finished(), k.retired_pools(), k.redirect()],
             [now_ms, k.req_stem, k.events_stem, k.queue_stem, max_failures, self.ttl_s,
              self.maxlen, k.ctl(), limit],
         )  # fmt: skip
+
+    def rehome(self, pool: str) -> Call:
+        """Move what is queued for `pool` to live pools, if a plan retired it."""
+        k = self.keys
+        return Call(
+            "rehome",
+            [k.queue(pool), k.retired_pools(), k.redirect(), k.pools()],
+            [pool, k.req_stem, k.events_stem, k.queue_stem, k.ctl(), self.maxlen],
+        )
 
     def cancel(self, req_id: str, now_ms: float) -> Call:
         k = self.keys

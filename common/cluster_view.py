@@ -196,6 +196,8 @@ def worker_view(wid: str, h: dict[str, str], now_ms: float) -> dict[str, Any]:
         "busy_s": _num(h, "busy_s"),
         "forward_s": _num(h, "forward_s"),
         "tau": _opt(h, "tau"),
+        "tau_floor": _opt(h, "tau_floor"),
+        "max_batch_size": int(_num(h, "max_batch_size")) or None,
         "claiming": h.get("claiming", "1") == "1",
         "policy": h.get("policy") or None,
         "service_rate_rps": _opt(h, "service_rate_rps"),

@@ -87,6 +87,7 @@ class WorkerCfg(BaseModel):
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: hand back within this")
     claim_poll_s: float = Field(0.1, gt=0, description="fallback queue poll when no wake-up")
     reap_interval_s: float = Field(1.0, gt=0)
+    plan_poll_s: float = Field(1.0, gt=0, description="a plain worker re-reads its pool's plan")
     # testing knob: sleep this long after every step, so tests can catch a request mid-flight
     debug_step_delay_s: float = Field(0.0, ge=0)
 

@@ -44,6 +44,11 @@ class Keys:
         """set: pool names that have ever had a queue."""
         return f"{self.prefix}:pools"
 
+    def retired_pools(self) -> str:
+        """set: pools an earlier plan had and the current one has not; whatever is queued for
+        them (submit, hand-back, reap) goes where `redirect()` says instead."""
+        return f"{self.prefix}:pools:retired"
+
     def slot(self, slot_id: str) -> str:
         """hash with TTL: a slot (one worker process on one device): node, device, state."""
         return f"{self.prefix}:slot:{slot_id}"
@@ -62,6 +67,11 @@ class Keys:
     def plan_log(self) -> str:
         return f"{self.prefix}:plan:log"
 
+    def redirect(self) -> str:
+        """hash: class → JSON [[pool, share], ...] of the current plan's routing, and `*` → the
+        largest pool; where requests of a retired pool go (common/rehome.py)."""
+        return f"{self.prefix}:plan:redirect"
+
     def ctl(self) -> str:
         """pub/sub channel: cancellations, enqueue wake-ups, plan changes."""
         return f"{self.prefix}:ctl"
@@ -77,6 +87,11 @@ class Keys:
         """stream: one entry (id, status) per request that ends, written by the script that ends
         it; entry ids are finish times. Folded into metrics and `window`s by the gateway."""
         return self.stats("finished")
+
+    def arrivals(self, bucket_start_s: int) -> str:
+        """hash with TTL: class → requests the gateway admitted or rejected in the bucket
+        starting at epoch second `bucket_start_s` (the planner's arrival rates)."""
+        return self.stats(f"arr:{bucket_start_s}")
 
     def window(self, bucket_start_s: int) -> str:
         """hash with TTL: per class/pool outcome counts of the requests that ended in one bucket."""

@@ -16,6 +16,7 @@ from typing import Any
 
 BUCKET_S = 10  # width of one window bucket
 WINDOW_TTL_S = 3600  # buckets older than this disappear
+ARRIVALS_TTL_S = 3600  # the gateway's arrival counters (keys.arrivals) live this long
 WINDOWS_S = (60, 300)  # the windows status and the dashboard report
 REQ_FIELDS = (
     "slo_class", "pool", "arrival_ms", "claimed_ms", "finished_ms", "deadline_ms", "steps",

@@ -56,6 +56,15 @@ class ClusterPlan(BaseModel):
     groups: list[GroupPlan] = Field(default_factory=list)
     # class → pool → share of that class's requests (the gateway's routing table)
     routing: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # What the planner predicted when it chose this plan (absent from hand-written plans);
+    # `dilaserve status`, the dashboard and /metrics show them.
+    status: str | None = Field(None, description="solver outcome: optimal | feasible | …")
+    reason: str = ""
+    solve_ms: float | None = Field(None, ge=0)
+    attainment: dict[str, float] = Field(default_factory=dict, description="class → P(SLO met)")
+    accuracy: float | None = Field(None, description="predicted, load-weighted over classes")
+    goodput_rps: float | None = Field(None, ge=0, description="predicted SLO-meeting req/s")
+    rates_rps: dict[str, float] = Field(default_factory=dict, description="class → rate planned")
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterPlan:

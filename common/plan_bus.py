@@ -1,9 +1,10 @@
 """Redis side of the plan: publish a version, read it, register slots, publish rendezvous.
 
 Publishing is one WATCH/MULTI transaction: read the current version, write the new document with
-version + 1, append it to the plan log and announce it on the ctl channel. Two writers racing
-both succeed, one after the other, with distinct versions; nobody overwrites a newer plan with
-an older version number.
+version + 1, append it to the plan log, record the pools it retires and where their requests go
+(common/rehome.py), and announce it on the ctl channel. Two writers racing both succeed, one
+after the other, with distinct versions; nobody overwrites a newer plan with an older version
+number. Right after, whatever is queued for a retired pool moves to the live pools.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import redis
 
 from common.keys import Keys
 from common.plan import ClusterPlan
+from common.rehome import default_calls, queue_plan_change, rehome_retired
 
 PLAN_LOG_MAXLEN = 200
 
@@ -35,17 +37,21 @@ def publish_plan(client: redis.Redis, keys: Keys, plan: ClusterPlan) -> ClusterP
 
     def tx(pipe: Any) -> ClusterPlan:
         raw = pipe.get(keys.plan())
-        prev = json.loads(raw).get("version", 0) if raw else 0
-        new = plan.model_copy(update={"version": int(prev) + 1, "created_ms": now_ms()})
+        prev = json.loads(raw) if raw else {}
+        old_pools = {str(p.get("pool_id")) for p in prev.get("pools") or []}
+        new = plan.model_copy(update={"version": int(prev.get("version", 0)) + 1,
+                                      "created_ms": now_ms()})  # fmt: skip
         text = new.to_json()
         pipe.multi()
         pipe.set(keys.plan(), text)
         pipe.xadd(keys.plan_log(), {"version": new.version, "plan": text},
                   maxlen=PLAN_LOG_MAXLEN, approximate=True)  # fmt: skip
+        queue_plan_change(pipe, keys, old_pools, new)
         pipe.publish(keys.ctl(), json.dumps({"type": "plan", "version": new.version}))
         return new
 
     result = client.transaction(tx, keys.plan(), value_from_callable=True)  # type: ignore[arg-type]
+    rehome_retired(client, default_calls(keys))
     return cast(ClusterPlan, result)
 
 

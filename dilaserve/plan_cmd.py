@@ -4,6 +4,10 @@ uniform one (every live slot in TP groups of one degree).
     dilaserve plan show
     dilaserve plan apply plan.json [--wait-s 60]
     dilaserve plan uniform --tp 2 [--pool default --tau 0.9] [--apply] [--wait-s 60]
+    dilaserve plan --gpus 64 --rate 40 --mix interactive=0.3,standard=0.5,batch=0.2
+
+The last form (no subcommand) is the what-if (planner/whatif.py, also `dilaserve whatif`): the
+plan the planner would choose for that load and its predicted attainment, touching no cluster.
 
 `apply` checks the document against the schema (common/plan.py) and against the live slots
 (a group's slots must be registered, on the node their ids name), publishes it as the next
@@ -21,8 +25,11 @@ from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from planner import whatif
+
     p.add_argument("--redis-url", help="default: settings (REDIS_URL)")
-    sub = p.add_subparsers(dest="action", required=True)
+    whatif.add_arguments(p.add_argument_group("what-if (no subcommand)"), required=False)
+    sub = p.add_subparsers(dest="action", required=False)
     sub.add_parser("show", help="print the current plan and the live slots")
     a = sub.add_parser("apply", help="publish a plan document as the next version")
     a.add_argument("file", type=Path, help="plan JSON ('-' reads stdin)")
@@ -38,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action is None:
+        return _whatif(args)
     from common.bus import connect
     from common.config import Settings
     from common.keys import Keys
@@ -48,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
         rcfg = rcfg.model_copy(update={"url": args.redis_url})
     client, keys = connect(rcfg), Keys(rcfg.prefix)
     return {"show": _show, "apply": _apply, "uniform": _uniform}[args.action](client, keys, args)
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from planner import whatif
+
+    if args.gpus is None or args.rate is None:
+        print("dilaserve plan: give a subcommand (show, apply, uniform) or a what-if load "
+              "(--gpus N --rate R [--mix ...])", file=sys.stderr)  # fmt: skip
+        return 2
+    return whatif.run(args)
 
 
 def _show(client: Any, keys: Any, args: argparse.Namespace) -> int:

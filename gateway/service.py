@@ -47,6 +47,7 @@ class Service:
         rec.pool = self.router.pool_for(rec.slo_class)
         if self.deadlines.enabled and await self._deadline_infeasible(rec):
             if self.deadlines.late_action(rec) == "drop":
+                await self.store.count_arrival(rec.slo_class, rec.arrival_ms)  # the planner's rates
                 raise Overloaded(
                     f"deadline_ms={rec.deadline_ms:.0f} cannot be met even at the "
                     f"{rec.slo_class!r} class's threshold floor with the work queued ahead; "
@@ -58,7 +59,7 @@ class Service:
         reply = await self.store.submit(rec, gw.max_queue_len)
         if reply[0] == "full":
             raise Overloaded(
-                f"pool {rec.pool!r} queue holds {reply[1]} requests, its bound is "
+                f"pool {reply[2]!r} queue holds {reply[1]} requests, its bound is "
                 f"{gw.max_queue_len}",
                 reason="queue_full",
                 retry_after_s=gw.retry_after_s,
@@ -66,6 +67,7 @@ class Service:
         if reply[0] == "exists":
             h = await self.store.get(rec.id)
             return Submitted(rec.id, reply[1], float(h.get("deadline_ms", 0)), created=False)
+        rec.pool = reply[1]
         return Submitted(rec.id, "queued", rec.deadline_ms, created=True)
 
     async def _plan(self) -> ClusterPlan | None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from common.bus_calls import Call, Calls, load_scripts
+from common.bus_calls import Call, Calls, count_arrival, load_scripts
 from common.config import RedisCfg
 from common.plan import ClusterPlan
 from common.schemas import EventType, RequestRecord
@@ -54,8 +54,16 @@ class Store:
         return bool(await self.client.ping())
 
     async def submit(self, rec: RequestRecord, queue_bound: int) -> list[str]:
+        """Enqueue (counting the arrival): ['ok', pool] | ['exists', status] | ['full', n, pool].
+        The pool differs from `rec.pool` when the plan has just retired that one."""
         event = {"arrival_ms": rec.arrival_ms, "deadline_ms": rec.deadline_ms, "pool": rec.pool}
         return list(await self._run(self.calls.submit(rec, queue_bound, event)))
+
+    async def count_arrival(self, slo_class: str, at_ms: float) -> None:
+        """Count an arrival that never reached the submit script (refused by admission)."""
+        pipe = self.client.pipeline(transaction=True)
+        count_arrival(pipe, self.keys, slo_class, at_ms)
+        await pipe.execute()
 
     async def get(self, req_id: str) -> dict[str, str]:
         return dict(await self.client.hgetall(self.keys.req(req_id)))

@@ -1,10 +1,11 @@
 """Read what the planner decides from out of Redis: arrivals, live slots, plan, profiles.
 
 Arrivals: the gateway counts every request it admits or rejects, per class, in 10-second
-buckets: `HINCRBY {keys.stats("arr:<bucket start s>")} <class> 1` with a TTL
-(`arrivals_key`). Until it does, the planner falls back to the finished-request windows
-(`keys.window`, written by the gateway's fold), which lag arrivals by the service time and miss
-requests rejected at the door.
+buckets: `HINCRBY {keys.arrivals(<bucket start s>)} <class> 1` with a TTL, inside the submit
+script (common/lua/submit.lua) or, for a request admission refuses before it, in one pipeline
+(`count_arrival`). Without them (an older gateway), the planner falls back to the
+finished-request windows (`keys.window`, written by the gateway's fold), which lag arrivals by
+the service time and miss requests rejected at the door.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 import redis
 
+from common.bus_calls import count_arrival
 from common.costmodel import CostModel
 from common.keys import Keys
 from common.outcomes import BUCKET_S, window_buckets
@@ -24,20 +25,8 @@ from common.quality import QualityProfile
 from planner.assign import Slot
 from planner.defaults import load_profiles
 
-ARRIVAL_TTL_S = 3600
+__all__ = ["count_arrival", "read_counts", "read_profiles", "read_slots"]
 _STATUSES = ("done", "failed", "cancelled", "expired")  # window labels that count requests once
-
-
-def arrivals_key(keys: Keys, bucket_start_s: int) -> str:
-    """hash: class → requests that arrived in the bucket (admitted or rejected)."""
-    return keys.stats(f"arr:{bucket_start_s}")
-
-
-def count_arrival(client: Any, keys: Keys, slo_class: str, now_ms: float) -> None:
-    """What the gateway does per request (here for tests and tools); `client` may be a pipeline."""
-    key = arrivals_key(keys, int(now_ms // 1000) // BUCKET_S * BUCKET_S)
-    client.hincrby(key, slo_class, 1)
-    client.expire(key, ARRIVAL_TTL_S)
 
 
 def read_counts(
@@ -47,7 +36,7 @@ def read_counts(
     buckets = window_buckets(now_ms, window_s + BUCKET_S)
     pipe = client.pipeline(transaction=False)
     for b in buckets:
-        pipe.hgetall(arrivals_key(keys, b))
+        pipe.hgetall(keys.arrivals(b))
     for b in buckets:
         pipe.hgetall(keys.window(b))
     raw = pipe.execute()

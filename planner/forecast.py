@@ -1,16 +1,24 @@
-"""Arrival rate per SLO class from time-bucketed counts: Holt's linear smoothing (EWMA + trend).
+"""Arrival rate per SLO class from time-bucketed counts: Holt's linear smoothing (EWMA + trend),
+overridden by the last few seconds when the load visibly shifts.
 
 Input: counts per bucket start (s) per class, as the gateway writes them (planner/feed.py).
-Only complete buckets count (the current one is still filling). The forecast looks `horizon_s`
-ahead (about one re-plan period) and never goes below zero. Pure.
+The smoothed forecast uses complete buckets only (the current one is still filling) and looks
+`horizon_s` ahead (about one re-plan period), never below zero. On its own it would see a load
+shift only once a bucket completes, 10-20 s late; so `estimate_rates` also reads the last bucket
+width of arrivals (the current bucket so far plus the tail of the one before), and a class whose
+recent rate departs from the forecast by more than the drift fraction *and* beyond Poisson
+noise takes the recent rate. Pure.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 ALPHA = 0.5  # level smoothing: half the weight on the newest bucket
 BETA = 0.3  # trend smoothing
+SIGMAS = 3.0  # a shift must exceed this many standard deviations of a Poisson count
+FLOOR_RPS = 0.2  # rates under this count as this (noise on idle classes is no shift)
 
 
 def bucket_series(
@@ -45,14 +53,50 @@ def forecast_rates(
     return {c: holt(xs, horizon_s / bucket_s) for c, xs in series.items()}
 
 
+def recent_rates(
+    counts: Mapping[int, Mapping[str, int]], classes: Sequence[str], now_s: float, bucket_s: int
+) -> dict[str, float]:
+    """Rate per class over the last `bucket_s` seconds: the current bucket so far plus the
+    matching tail of the previous one (arrivals taken as uniform within a bucket)."""
+    current = int(now_s) // bucket_s * bucket_s
+    prev_share = max(0.0, 1.0 - (now_s - current) / bucket_s)
+    cur, prev = counts.get(current, {}), counts.get(current - bucket_s, {})
+    return {c: (cur.get(c, 0) + prev_share * prev.get(c, 0)) / bucket_s for c in classes}
+
+
+def shifted(
+    base_rps: float, new_rps: float, fraction: float, span_s: float | None = None,
+    floor_rps: float = FLOOR_RPS,
+) -> bool:  # fmt: skip
+    """Did the rate move by more than `fraction` of `base_rps`, and (given the `span_s` the new
+    rate was counted over) by more than SIGMAS standard deviations of a Poisson count?"""
+    base, new = max(base_rps, floor_rps), max(new_rps, floor_rps)
+    if abs(new - base) <= fraction * base:
+        return False
+    return span_s is None or abs(new - base) * span_s > SIGMAS * math.sqrt(base * span_s + 1)
+
+
+def estimate_rates(
+    counts: Mapping[int, Mapping[str, int]], classes: Sequence[str], now_s: float,
+    bucket_s: int, window_s: int, horizon_s: float, fraction: float,
+) -> dict[str, float]:  # fmt: skip
+    """The smoothed forecast, except classes whose last `bucket_s` of arrivals shifted from it."""
+    smooth = forecast_rates(counts, classes, now_s, bucket_s, window_s, horizon_s)
+    recent = recent_rates(counts, classes, now_s, bucket_s)
+    return {
+        c: recent[c] if shifted(smooth[c], recent[c], fraction, bucket_s) else smooth[c]
+        for c in classes
+    }
+
+
 def drifted(
-    planned: Mapping[str, float], now: Mapping[str, float], fraction: float, floor_rps: float = 0.2
-) -> list[str]:
+    planned: Mapping[str, float], now: Mapping[str, float], fraction: float,
+    floor_rps: float = FLOOR_RPS, span_s: float | None = None,
+) -> list[str]:  # fmt: skip
     """Classes whose rate moved by more than `fraction` of what the plan assumed (rates under
-    `floor_rps` count as `floor_rps`, so noise on idle classes does not trigger re-plans)."""
-    out = []
-    for c, rate in now.items():
-        base = max(planned.get(c, 0.0), floor_rps)
-        if abs(max(rate, floor_rps) - base) > fraction * base:
-            out.append(c)
-    return out
+    `floor_rps` count as `floor_rps`, so noise on idle classes does not trigger re-plans; with
+    `span_s`, only moves beyond Poisson noise of a count over that span)."""
+    return [
+        c for c, rate in now.items()
+        if shifted(planned.get(c, 0.0), rate, fraction, span_s, floor_rps)
+    ]  # fmt: skip

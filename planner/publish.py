@@ -61,7 +61,11 @@ def pool_labels(a: Assignment, old_labels: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def to_cluster_plan(d: PlanDecision, a: Assignment, old_labels: Mapping[str, str]) -> ClusterPlan:
+def to_cluster_plan(
+    d: PlanDecision, a: Assignment, old_labels: Mapping[str, str],
+    rates_rps: Mapping[str, float] | None = None,
+) -> ClusterPlan:  # fmt: skip
+    """The plan document, with the decision's predictions and the rates it was made for."""
     labels = pool_labels(a, old_labels)
     pools = [
         PoolSpec(
@@ -78,8 +82,11 @@ def to_cluster_plan(d: PlanDecision, a: Assignment, old_labels: Mapping[str, str
         for c, shares in d.routing.items()
     }
     return ClusterPlan(
-        version=0, created_ms=0.0, source="planner", pools=pools, groups=groups, routing=routing
-    )  # version and time are set on publish
+        version=0, created_ms=0.0, source="planner", pools=pools, groups=groups, routing=routing,
+        status=str(d.status), reason=d.reason, solve_ms=round(d.solve_ms, 1),
+        attainment=dict(d.attainment), accuracy=d.accuracy, goodput_rps=d.goodput_rps,
+        rates_rps={c: round(r, 4) for c, r in (rates_rps or {}).items()},
+    )  # fmt: skip  # version and time are set on publish
 
 
 def differs(new: ClusterPlan, old: ClusterPlan | None, routing_tolerance: float) -> bool:

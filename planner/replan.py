@@ -22,10 +22,11 @@ from common.config import Settings
 from common.keys import Keys
 from common.outcomes import BUCKET_S
 from common.plan_bus import PLAN_LOG_MAXLEN, publish_plan, read_plan
+from common.rehome import rehome_retired
 from planner.assign import assign
 from planner.decision import PlanDecision, PlanStatus
 from planner.feed import read_counts, read_profiles, read_slots
-from planner.forecast import drifted, forecast_rates
+from planner.forecast import drifted, estimate_rates
 from planner.headroom import fill_idle
 from planner.inputs import PlannerInput, SloClass
 from planner.publish import current_state, differs, to_cluster_plan
@@ -44,8 +45,9 @@ def rates_now(
 ) -> tuple[dict[str, float], str]:
     counts, source = read_counts(client, keys, now_ms, s.planner.window_s)
     names = [c.name for c in s.slo_classes]
-    rates = forecast_rates(counts, names, now_ms / 1000, BUCKET_S, s.planner.window_s,
-                           horizon_s=s.planner.replan_period_s)  # fmt: skip
+    p = s.planner
+    rates = estimate_rates(counts, names, now_ms / 1000, BUCKET_S, p.window_s,
+                           horizon_s=p.replan_period_s, fraction=p.drift_fraction)  # fmt: skip
     return rates, source
 
 
@@ -91,7 +93,7 @@ def _replan(
     if s.planner.fill_idle:
         d = fill_idle(d, inp)
     a = assign(slots, now.groups, d.pools)
-    new = to_cluster_plan(d, a, now.labels)
+    new = to_cluster_plan(d, a, now.labels, rates)
     if force or differs(new, old, s.planner.routing_tolerance):
         info["version"] = publish_plan(client, keys, new).version
         info["moved_slots"] = len(a.moved_slot_ids)
@@ -131,12 +133,19 @@ def watch_once(client: redis.Redis, keys: Keys, s: Settings) -> list[str]:
     raw = client.hget(status_key(keys), "rates")
     planned = json.loads(raw) if raw else {}
     rates, _ = rates_now(client, keys, s, time.time() * 1000)
-    return drifted(planned, rates, s.planner.drift_fraction) if planned else list(rates)
+    if not planned:
+        return list(rates)
+    return drifted(planned, rates, s.planner.drift_fraction, span_s=BUCKET_S)
 
 
-def reap_once(client: redis.Redis, s: Settings) -> tuple[int, int]:
-    """Re-queue requests whose lease expired (their worker died); fail them past the retries."""
-    return Bus(s.redis, client).reap(max_failures=s.worker.max_retries)
+def reap_once(client: redis.Redis, s: Settings) -> tuple[int, int, int]:
+    """Re-queue requests whose lease expired (their worker died), failing them past the
+    retries; move anything still queued for a pool the plan retired (common/rehome.py: the
+    publisher already did, this catches a publisher that died in between).
+    → (requeued, failed, moved)."""
+    bus = Bus(s.redis, client)
+    requeued, failed = bus.reap(max_failures=s.worker.max_retries)
+    return requeued, failed, rehome_retired(client, bus.calls)
 
 
 def housekeeping_once(

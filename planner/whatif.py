@@ -1,6 +1,7 @@
 """`dilaserve whatif`: the plan the planner would choose for a load, without touching a cluster.
 
     dilaserve whatif --gpus 64 --rate 40 --mix interactive=0.3,standard=0.5,batch=0.2
+    dilaserve plan --gpus 64 --rate 40 --mix ...     (the same; issue 7's spelling)
 
 Classes (SLO, τ floor, weight) come from the settings (`DILA_SLO_CLASSES`); `--slo` overrides
 a class's SLO or adds a class. Profiles come from the model directory (costmodel.json,
@@ -20,10 +21,11 @@ if TYPE_CHECKING:  # heavy imports stay inside run()
     from planner.inputs import PlannerInput
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpus", type=int, required=True, help="GPUs available")
+def add_arguments(p: argparse._ActionsContainer, required: bool = True) -> None:
+    """`required=False`: for `dilaserve plan`, where the what-if is the no-subcommand form."""
+    p.add_argument("--gpus", type=int, required=required, help="GPUs available")
     p.add_argument("--gpus-per-node", type=int, default=8)
-    p.add_argument("--rate", type=float, required=True, help="total arrival rate, requests/s")
+    p.add_argument("--rate", type=float, required=required, help="total arrival rate, req/s")
     p.add_argument("--mix", default="interactive=0.3,standard=0.5,batch=0.2", help="class=share")
     p.add_argument("--slo", default="", help="class=ms overrides/additions, e.g. interactive=1500")
     p.add_argument("--tp", default="1,2,4,8", help="allowed TP degrees")

@@ -37,9 +37,9 @@ def test_every_key_under_one_prefix() -> None:
 
 
 def test_submit_idempotent_and_bounded(bus: Bus) -> None:
-    assert _submit(bus, "a", 5) == ["ok"]
+    assert _submit(bus, "a", 5) == ["ok", "p"]
     assert _submit(bus, "a", 9) == ["exists", "queued"]
-    assert _submit(bus, "b", 5, bound=1) == ["full", "1"]
+    assert _submit(bus, "b", 5, bound=1) == ["full", "1", "p"]
     assert bus.client.zcard(bus.keys.queue("p")) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import httpx
 import openai
 import pytest
 
+from common.bus import Bus, now_ms
+from common.outcomes import bucket_start_s
+from common.plan import ClusterPlan, PoolSpec
+from common.plan_bus import publish_plan
 from common.redis_server import RedisServer
 from tests.stack import Stack, wait_status
 
@@ -140,3 +145,47 @@ def test_openai_errors(stack: Stack, client: openai.OpenAI) -> None:
     assert "block_length" in str(e.value)
     r = httpx.post(f"{stack.url}/v1/chat/completions", json={"messages": []})
     assert r.status_code == 422 and "messages" in r.text
+
+
+def test_arrivals_are_counted_per_class_for_the_planner(stack: Stack) -> None:
+    bus = stack.bus()
+    before = _arrivals(bus, "batch")
+    r = httpx.post(f"{stack.url}/v1/requests",
+                   json={"prompt": "ab", "max_tokens": 8, "slo_class": "batch"})  # fmt: skip
+    assert r.status_code == 202
+    assert _arrivals(bus, "batch") == before + 1
+    wait_status(stack.url, r.json()["id"], {"done"})
+
+
+def _arrivals(bus: Bus, cls: str) -> int:
+    """Arrivals of `cls` over the last two buckets (the submit may straddle a boundary)."""
+    now = bucket_start_s(now_ms())
+    return sum(int(bus.client.hget(bus.keys.arrivals(b), cls) or 0) for b in (now - 10, now))
+
+
+def test_plain_worker_follows_its_pools_plan_entry(stack: Stack) -> None:
+    bus = stack.bus()
+    [worker] = [w for w in bus.client.smembers(bus.keys.workers())
+                if bus.client.exists(bus.keys.worker(w))]  # fmt: skip
+
+    def settle(pool: PoolSpec, want: dict[str, str]) -> None:
+        publish_plan(bus.client, bus.keys, ClusterPlan(pools=[pool]))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            hb = bus.client.hgetall(bus.keys.worker(worker))
+            if all(hb.get(k) == v for k, v in want.items()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"worker never showed {want}: {hb}")
+
+    try:
+        settle(PoolSpec(pool_id="default", tp=1, tau=0.7, tau_floor=0.6, max_batch_size=2),
+               {"tau": "0.7", "tau_floor": "0.6", "max_batch_size": "2"})  # fmt: skip
+        r = httpx.post(f"{stack.url}/v1/requests", json={"prompt": "abc", "max_tokens": GEN,
+                                                         "block_length": BLOCK})  # fmt: skip
+        body = wait_status(stack.url, r.json()["id"], {"done"})
+        assert body["thresholds"] == [0.7], body
+    finally:  # the module's other tests expect the worker's own settings
+        settle(PoolSpec(pool_id="default", tp=1, tau=0.9),
+               {"tau": "0.9", "tau_floor": "0.0", "max_batch_size": "8"})  # fmt: skip
+        bus.client.delete(bus.keys.plan())

@@ -19,6 +19,16 @@ def test_whatif_prints_a_plan_and_its_attainment(capsys: pytest.CaptureFixture[s
     assert "interactive" in out and "tp" in out
 
 
+def test_plan_with_a_load_is_the_whatif(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 7's spelling: `dilaserve plan --gpus N --rate R --mix ...` (no subcommand)."""
+    argv = ["plan", "--gpus", "8", "--rate", "4", "--mix", "interactive=0.5,batch=0.5"]
+    assert main(argv + ["--model-dir", "/nonexistent", "--json"]) == 0
+    d = PlanDecision.from_json(capsys.readouterr().out)
+    assert d.status == PlanStatus.OPTIMAL and set(d.attainment) == {"interactive", "batch"}
+    assert main(["plan"]) == 2  # neither a subcommand nor a load
+    assert "give a subcommand" in capsys.readouterr().err
+
+
 def test_whatif_json_with_a_current_plan(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["whatif", "--gpus", "16", "--rate", "6", "--json", "--model-dir", "/nonexistent"]
     argv += ["--current", "tp4-tau0.90-b32=2,tp8-tau0.70-b16=1", "--slo", "bulk=120000"]

@@ -7,7 +7,14 @@ import pytest
 from common.plan import ClusterPlan, GroupPlan, PoolSpec
 from planner.assign import Slot, assign
 from planner.decision import PlanDecision, PlanStatus, PoolPlan
-from planner.forecast import bucket_series, drifted, forecast_rates, holt
+from planner.forecast import (
+    bucket_series,
+    drifted,
+    estimate_rates,
+    forecast_rates,
+    holt,
+    recent_rates,
+)
 from planner.publish import current_state, differs, to_cluster_plan
 
 
@@ -31,6 +38,24 @@ def test_drift_needs_a_real_move() -> None:
     assert drifted({"a": 10.0, "b": 0.0}, {"a": 11.0, "b": 0.05}, 0.25) == []
     assert drifted({"a": 10.0}, {"a": 14.0}, 0.25) == ["a"]
     assert drifted({"a": 0.0}, {"a": 3.0}, 0.25) == ["a"]
+    # over a 10-s count, 10 → 14 req/s is beyond Poisson noise, 1 → 1.5 req/s is not
+    assert drifted({"a": 10.0, "b": 1.0}, {"a": 14.0, "b": 1.5}, 0.25, span_s=10) == ["a"]
+
+
+def test_a_shift_shows_within_seconds_not_at_the_next_bucket() -> None:
+    steady = {b: {"tight": 2, "loose": 40} for b in range(0, 60, 10)}  # 0.2 and 4 req/s
+    # 3 s into bucket 60 the load flipped: 12 tight and 1 loose request so far
+    counts = {**steady, 60: {"tight": 12, "loose": 1}}
+    recent = recent_rates(counts, ["tight", "loose"], now_s=63.0, bucket_s=10)
+    assert recent == pytest.approx({"tight": (12 + 0.7 * 2) / 10, "loose": (1 + 0.7 * 40) / 10})
+    smooth = forecast_rates(counts, ["tight", "loose"], 63.0, 10, 60, horizon_s=5.0)
+    est = estimate_rates(counts, ["tight", "loose"], 63.0, 10, 60, horizon_s=5.0, fraction=0.25)
+    assert smooth["tight"] == pytest.approx(0.2) and est["tight"] == pytest.approx(1.34)
+    assert est["loose"] == pytest.approx(smooth["loose"])  # 29 of 40 expected: still noise
+    calm = {**steady, 60: {"tight": 1, "loose": 12}}
+    assert estimate_rates(calm, ["tight", "loose"], 63.0, 10, 60, 5.0, 0.25) == pytest.approx(
+        forecast_rates(calm, ["tight", "loose"], 63.0, 10, 60, 5.0)
+    )
 
 
 def _decision(tau: float, n: int = 2) -> PlanDecision:

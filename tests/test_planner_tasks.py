@@ -67,6 +67,10 @@ def test_replan_publishes_once_and_is_idempotent(client: redis.Redis, settings: 
     assert plan is not None and plan.source == "planner" and plan.version == first["version"]
     assert set(plan.slot_ids()) <= {f"n0/cpu:{i}" for i in range(4)}
     assert set(plan.routing) == {"interactive", "standard", "batch"}
+    # the plan carries its prediction for operators (status, dashboard, /metrics)
+    assert plan.status == "optimal" and plan.solve_ms is not None and plan.reason
+    assert set(plan.attainment) == set(plan.routing) and plan.accuracy
+    assert plan.rates_rps["standard"] == pytest.approx(first["rates"]["standard"], abs=1e-3)
     again = replan_once(client, keys, settings)
     assert again.get("unchanged") and read_plan(client, keys).version == plan.version  # type: ignore[union-attr]
     status = {k: json.loads(v) for k, v in client.hgetall(status_key(keys)).items()}
@@ -141,6 +145,6 @@ def test_celery_replan_and_reap(
     bus.run(bus.calls.submit(rec, 100, {}))
     bus.claim("p", "dead-worker", 1, lease_ms=1)  # its lease expires at once
     time.sleep(0.01)
-    assert app.send_task("planner.reap_leases").get(timeout=20) == [1, 0]
+    assert app.send_task("planner.reap_leases").get(timeout=20) == [1, 0, 0]
     assert bus.get("r1")["status"] == "queued"
     assert app.send_task("planner.housekeeping").get(timeout=20)["queued"] == 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.bus import Bus
 from common.plan import ClusterPlan, GroupPlan, PoolSpec
 from common.plan_bus import live_slots
 from common.redis_server import RedisServer
@@ -138,18 +139,43 @@ def _num_handbacks(slots: Slots, req_ids: list[str]) -> int:
     return n
 
 
-def test_tau_only_change_keeps_the_group(cluster: Slots) -> None:
+def test_pool_settings_change_in_place_keeps_the_group(cluster: Slots) -> None:
     plan, _ = cluster.apply(tp_plan([[S0, S1]]))
     worker = _leader_worker(cluster, "g0-tp2")
+    group = [GroupPlan(group_id="g0-tp2", pool_id="default", slots=[S0, S1])]
     retuned = ClusterPlan(
-        pools=[PoolSpec(pool_id="default", tp=2, tau=0.7)],
-        groups=[GroupPlan(group_id="g0-tp2", pool_id="default", slots=[S0, S1])],
+        pools=[PoolSpec(pool_id="default", tp=2, tau=0.7, tau_floor=0.6, max_batch_size=1)],
+        groups=group,
     )
     cluster.apply(retuned)
     assert _leader_worker(cluster, "g0-tp2") == worker  # same formation, same worker
-    req_id = submit(cluster.stack.url, PROMPTS[0], GEN, BLOCK)
-    body = wait_status(cluster.stack.url, req_id, {"done", "failed"}, timeout_s=60)
-    assert body["status"] == "done" and body["thresholds"] == [0.7], body
+    bus = cluster.stack.bus()
+    _wait_heartbeat(bus, worker, {"tau": "0.7", "tau_floor": "0.6", "max_batch_size": "1"})
+    ids = [submit(cluster.stack.url, p, GEN, BLOCK) for p in PROMPTS[:3]]
+    most_leased = 0
+    while not all(bus.get(r).get("status") == "done" for r in ids):
+        most_leased = max(most_leased, bus.client.zcard(bus.keys.lease()))
+        time.sleep(0.01)
+    assert most_leased == 1  # the batch cap of 1 holds: one request at a time
+    for r in ids:
+        body = wait_status(cluster.stack.url, r, {"done", "failed"}, timeout_s=60)
+        assert body["status"] == "done" and body["thresholds"] == [0.7], body
+    # a cap beyond what the group's runners hold (8) needs bigger runners: the group re-forms
+    bigger = ClusterPlan(pools=[PoolSpec(pool_id="default", tp=2, max_batch_size=16)],
+                         groups=group)  # fmt: skip
+    cluster.apply(bigger)
+    _wait_heartbeat(bus, _leader_worker(cluster, "g0-tp2"), {"max_batch_size": "16"})
+    assert _leader_worker(cluster, "g0-tp2") != worker
+
+
+def _wait_heartbeat(bus: Bus, worker: str, want: dict[str, str], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        hb = bus.client.hgetall(bus.keys.worker(worker))
+        if all(hb.get(k) == v for k, v in want.items()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"heartbeat of {worker} never showed {want}: {hb}")
 
 
 def test_killed_rank_hands_back_and_requests_finish_elsewhere(

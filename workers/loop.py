@@ -22,6 +22,7 @@ from workers.outbox import Out, OutKind
 from workers.sched.plan import StepPlan, ThresholdRule
 from workers.sched.scheduler import Scheduler
 from workers.sched.state import SeqRequest, SeqStatus, SeqUpdate
+from workers.tuning import PoolTuning
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class _Meta:
     prompt_len: int
     block_length: int
     stop: list[str]
+    min_threshold: float  # the client's quality floor: lifts τ and its floor above the pool's
+    own_floor: float  # max of the class's τ floor and min_threshold
 
 
 class WorkerLoop:
@@ -63,13 +66,17 @@ class WorkerLoop:
         self.mask_id, self.tau, self.drain_timeout_s = mask_id, tau, drain_timeout_s
         self.classes = classes or {}
         self.step_delay_s = step_delay_s
+        self.tau_floor = 0.0  # the pool's τ floor (plan): no request steps below it
         self.meta: dict[str, _Meta] = {}
         self.stats = LoopStats()
         self._drain_deadline: float | None = None
+        self._tuning: PoolTuning | None = None  # set by a plan watcher, applied by the loop
 
     def run(self, stop: threading.Event) -> int:
         """Serve until `stop` is set, then drain: hand everything back at block boundaries."""
         while True:
+            if self._tuning is not None:
+                self._retune()
             if stop.is_set() and self._drain_deadline is None:
                 self._begin_drain()
             self._drain_inbox(block_s=0.0 if self.sched.has_work else 0.05)
@@ -131,20 +138,46 @@ class WorkerLoop:
         canvas = it.canvas or (list(it.prompt_ids) + [self.mask_id] * it.max_tokens)
         tau = max(self.tau, it.min_threshold)  # the pool default τ, or a client floor above it
         cls = self.classes.get(it.slo_class)
-        floor = max(cls.tau_floor if cls else tau, it.min_threshold)
+        own = max(cls.tau_floor if cls else tau, it.min_threshold)
         self.sched.add(
             SeqRequest(
                 it.req_id, canvas, len(it.prompt_ids), it.block_length, it.deadline_ms,
                 rule=ThresholdRule(tau), temperature=it.temperature, seed=it.seed,
-                arrival_ms=it.arrival_ms, tau_floor=min(floor, tau),
+                arrival_ms=it.arrival_ms, tau_floor=min(max(own, self.tau_floor), tau),
                 late_action=cls.late_action if cls else "serve", slo_class=it.slo_class,
             )
         )  # fmt: skip
         self.meta[it.req_id] = _Meta(
-            it.attempt, it.pool, len(it.prompt_ids), it.block_length, it.stop
-        )
+            it.attempt, it.pool, len(it.prompt_ids), it.block_length, it.stop,
+            it.min_threshold, own,
+        )  # fmt: skip
         if self._drain_deadline is not None:
             self.sched.request_handback(it.req_id)
+
+    # ---- plan changes ----
+
+    def request_retune(self, tuning: PoolTuning) -> None:
+        """From any thread: the plan changed this pool's τ, floor or batch cap."""
+        self.tau = tuning.tau  # admissions from now on (a float store is atomic)
+        self._tuning = tuning
+
+    def _retune(self) -> None:
+        """Apply the pool's new settings to new admissions, claims and every held request."""
+        t, self._tuning = self._tuning, None
+        assert t is not None
+        self.tau, self.tau_floor = t.tau, t.tau_floor
+        self.sched.set_max_batch_size(t.max_batch_size)
+        self.io.max_batch_size = t.max_batch_size  # the claim thread reads it
+        for req_id, st in self.sched.seqs.items():
+            m = self.meta.get(req_id)
+            if m is None or not isinstance(st.req.rule, ThresholdRule):
+                continue
+            tau = max(t.tau, m.min_threshold)
+            st.req.rule = ThresholdRule(tau)
+            st.req.tau_floor = min(max(m.own_floor, t.tau_floor), tau)
+        log.info("pool settings: τ %.2f, floor %.2f, batch cap %d", t.tau, t.tau_floor,
+                 t.max_batch_size)  # fmt: skip
+        self._export_stats()
 
     def _cancel(self, msg: CancelMsg) -> None:
         if msg.req_id not in self.meta:
@@ -242,5 +275,7 @@ class WorkerLoop:
             "num_round_trips": str(self.io.stats.num_round_trips),
             "policy": self.sched.cfg.policy.name,
             "service_rate_rps": f"{self._service_rate_rps():.3f}",
+            "tau": str(self.tau), "tau_floor": str(self.tau_floor),
+            "max_batch_size": str(self.sched.cfg.max_batch_size),
             **{f"cost_{k}": f"{v:.4f}" for k, v in self.sched.predictions.summary().items()},
         }

@@ -1,4 +1,8 @@
-"""Worker process entry: settings → model → scheduler + runner + Redis threads → loop."""
+"""Worker process entry: settings → model → scheduler + runner + Redis threads → loop.
+
+A plain worker serves one pool (`--pool`); when the plan lists that pool, its τ, τ floor and
+batch cap apply (workers/tuning.py), else the worker's own settings.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.bus import connect
 from common.config import Settings, WorkerCfg
 from common.costmodel import CostModel
 from common.ids import new_worker_id
+from common.keys import Keys
 from common.log import bind, setup_logging
 from common.quality import QualityProfile
 from workers.sched.policy import PolicyCfg
+from workers.tuning import PoolFollower
 
 if TYPE_CHECKING:
     from workers.io import WorkerIO
@@ -56,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    follower = PoolFollower(
+        connect(settings.redis), Keys(settings.redis.prefix), wcfg.pool, wcfg.plan_poll_s,
+        ecfg.max_batch_size, loop.request_retune,
+    )  # fmt: skip
+    follower.poll()  # the plan's settings for this pool before the first claim
+    follower.start()
     io.start()
     log.info("worker %s serving pool %r with %s", worker_id, wcfg.pool, ecfg.model_dir)
     code = loop.run(stop)
+    follower.close()
     io.close()
     log.info("worker %s stopped", worker_id)
     return code

@@ -4,7 +4,8 @@ The leader (rank 0) hosts the rendezvous store and publishes its address in Redi
 wait for the address of exactly their formation and connect. Then the leader runs the ordinary
 worker loop (claim → schedule → execute → publish) over a LeaderRunner, and the followers execute
 the plans it broadcasts. A plan watcher ends the formation when the plan moves this slot (the
-loop hands its requests back at block boundaries), and retunes τ in place when only τ changed.
+loop hands its requests back at block boundaries), and retunes the pool's τ, τ floor and batch
+cap in place when only those changed (a cap beyond what the runners hold regroups).
 A failed collective (dead or stuck peer) hands every request back at its last checkpoint.
 """
 
@@ -30,9 +31,9 @@ from common.plan_bus import read_rendezvous as read_rdv
 from common.schemas import WorkItem
 from workers.model.tp import GroupLost, build_sharded_model
 from workers.runner import ModelRunner
-from workers.sched.plan import StepPlan, StepResult, ThresholdRule
 from workers.tp import GroupJoinError, GroupSpec, TPGroup, host_store
 from workers.tp_runner import LeaderRunner, follow
+from workers.tuning import runner_capacity, tuning_of
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,8 @@ def _build(ctx: SlotContext, asg: Assignment, group: TPGroup | None):  # type: i
         ctx.model_cfg, ctx.full_state, asg.rank, asg.tp, group.group if group else None,
         DTYPES[ecfg.dtype], ctx.torch_device,
     )  # fmt: skip
-    max_bs = asg.max_batch_size or ecfg.max_batch_size
-    return ModelRunner(model, max_bs, ecfg.max_canvas_len), hook, max_bs
+    capacity = runner_capacity(ecfg.max_batch_size, asg)
+    return ModelRunner(model, capacity, ecfg.max_canvas_len), hook, capacity
 
 
 def _follow(ctx: SlotContext, asg: Assignment, group: TPGroup | None) -> Outcome:
@@ -164,7 +165,7 @@ def _lead(ctx: SlotContext, asg: Assignment, group: TPGroup | None, w: PlanWatch
     from common.ids import new_worker_id
     from workers.main import build_loop
 
-    runner, hook, max_bs = _build(ctx, asg, group)
+    runner, hook, capacity = _build(ctx, asg, group)
     inner: Any = runner
     if group is not None:
         inner = LeaderRunner(runner, hook, ctx.settings.slot.collective_timeout_s / 4, group.group)
@@ -172,14 +173,21 @@ def _lead(ctx: SlotContext, asg: Assignment, group: TPGroup | None, w: PlanWatch
     wcfg = ctx.settings.worker.model_copy(
         update={"pool": asg.pool_id, "tau": asg.tau, "worker_id": worker_id}
     )
-    retuner = Retuner(inner, asg)
+    default_batch = ctx.settings.engine.max_batch_size
+    tuning = tuning_of(asg, default_batch, capacity)
     io = None
     outcome = Outcome.MOVED
     try:
         loop, io = build_loop(
-            ctx.settings, wcfg, worker_id, retuner, ctx.model_cfg, ctx.tokenizer, max_bs, asg.tp
-        )
-        retuner.loop, w.on_retune = loop, retuner.request
+            ctx.settings, wcfg, worker_id, inner, ctx.model_cfg, ctx.tokenizer,
+            tuning.max_batch_size, asg.tp,
+        )  # fmt: skip
+
+        def retune(_: Any = None) -> None:  # the watcher's latest view wins, whoever calls last
+            loop.request_retune(tuning_of(w.asg, default_batch, capacity))
+
+        w.on_retune = retune
+        retune()  # the pool's floor from the first claim on, and any change since `asg`
         io.start()
         ctx.report("serving", asg, worker_id)
         try:
@@ -217,50 +225,6 @@ def _hand_back_all(loop: Any, io: Any) -> None:
     io.publish(outs)
 
 
-class Retuner:
-    """Runner wrapper that applies the plan's pool τ on the loop thread, before each step:
-    a τ-only plan change reaches new admissions and every queued and running request at the
-    next step, and no request runs below the pool's τ floor (or above its own top τ)."""
-
-    def __init__(self, inner: Any, asg: Assignment) -> None:
-        self.inner, self.asg = inner, asg
-        self.loop: Any = None
-        self._pending: Assignment | None = None
-
-    def request(self, new: Assignment) -> None:  # from the watcher thread
-        self._pending = new
-        if self.loop is not None:
-            self.loop.tau = new.tau  # admissions from now on (a float store is atomic)
-
-    def execute(self, plan: StepPlan) -> StepResult:
-        new, self._pending = self._pending, None
-        if new is not None:
-            self._retune(new)
-        self._enforce_floor()
-        result: StepResult = self.inner.execute(plan)
-        return result
-
-    def _retune(self, new: Assignment) -> None:
-        old, self.asg = self.asg, new
-        self.loop.tau = new.tau
-        for st in self.loop.sched.seqs.values():
-            rule = st.req.rule
-            if isinstance(rule, ThresholdRule):
-                # a request's own quality floor (min_threshold) raised its τ above the pool's
-                own = rule.tau if rule.tau > old.tau + 1e-9 else 0.0
-                st.req.rule = ThresholdRule(max(new.tau, own))
-        log.info("pool %s: τ %.2f → %.2f, floor %.2f", new.pool_id, old.tau, new.tau,
-                 new.tau_floor)  # fmt: skip
-
-    def _enforce_floor(self) -> None:
-        floor = self.asg.tau_floor
-        if floor <= 0.0:
-            return
-        for st in self.loop.sched.seqs.values():
-            if st.req.tau_floor < floor and isinstance(st.req.rule, ThresholdRule):
-                st.req.tau_floor = min(floor, st.req.rule.tau)
-
-
 class PlanWatcher(threading.Thread):
     """Re-reads the plan; sets `moved` when this slot must leave its formation (or stop)."""
 
@@ -287,12 +251,22 @@ class PlanWatcher(threading.Thread):
                 log.warning("reading the plan: %s", e)
                 continue
             new = plan.assignment(self.ctx.slot_id) if plan is not None else None
-            if new is None or new.formation != self.asg.formation:
+            if new is None or new.formation != self.asg.formation or not self._fits(new):
                 self.moved.set()
                 return
-            if (new.tau, new.tau_floor) != (self.asg.tau, self.asg.tau_floor):
+            if _settings(new) != _settings(self.asg):
                 self.asg = new
                 if self.on_retune is not None:
                     self.on_retune(new)
             assert plan is not None
             self.ctx.ack_version(plan.version)
+
+    def _fits(self, new: Assignment) -> bool:
+        """A batch cap above what this formation's runners hold needs a regroup to grow them."""
+        default = self.ctx.settings.engine.max_batch_size
+        return runner_capacity(default, new) <= runner_capacity(default, self.asg)
+
+
+def _settings(a: Assignment) -> tuple[float, float, int | None]:
+    """What a plan may change in place: τ, τ floor, batch cap."""
+    return a.tau, a.tau_floor, a.max_batch_size

@@ -1,24 +1,41 @@
--- Enqueue a new request, idempotently, unless its pool queue is over its bound.
--- KEYS: req, queue, events, pools, stats
--- ARGV: id, deadline_ms, queue_bound, pool, maxlen, ctl_channel, queued_event, field, value, ...
--- → {'ok'} | {'exists', status} | {'full', queue_len}
+-- Enqueue a new request, idempotently, unless its pool queue is over its bound. Every request
+-- that is not a replay counts as an arrival of its class (admitted or rejected: the planner's
+-- rates). A request for a pool the plan retired goes to a live pool instead (lib.lua).
+-- KEYS: req, queue, events, pools, stats, arrivals bucket, retired pools, redirect
+-- ARGV: id, score, queue_bound, pool, maxlen, ctl_channel, queued_event, slo_class, queue_stem,
+--       arrivals_ttl_s, field, value, ...
+-- → {'ok', pool} | {'exists', status} | {'full', queue_len, pool}
 local status = redis.call('HGET', KEYS[1], 'status')
 if status then
   return {'exists', status}
 end
-local qlen = redis.call('ZCARD', KEYS[2])
+redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[10]))
+local pool = live_pool(KEYS[7], KEYS[8], ARGV[4], ARGV[8], ARGV[1])
+local queue = KEYS[2]
+if pool ~= ARGV[4] then
+  queue = ARGV[9] .. pool
+end
+local qlen = redis.call('ZCARD', queue)
 if qlen >= tonumber(ARGV[3]) then
   redis.call('HINCRBY', KEYS[5], 'rejected:queue_full', 1)
-  return {'full', tostring(qlen)}
+  return {'full', tostring(qlen), pool}
 end
 local fields = {}
-for i = 8, #ARGV do
+for i = 11, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', 'queued', 'data', ARGV[7])
+local event = ARGV[7]
+if pool ~= ARGV[4] then
+  redis.call('HSET', KEYS[1], 'pool', pool)
+  local data = cjson.decode(event)
+  data['pool'] = pool
+  event = cjson.encode(data)
+end
+redis.call('ZADD', queue, ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[4], pool)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', 'queued', 'data', event)
 redis.call('HINCRBY', KEYS[5], 'arrivals', 1)
-redis.call('PUBLISH', ARGV[6], cjson.encode({type = 'enqueued', pool = ARGV[4]}))
-return {'ok'}
+redis.call('PUBLISH', ARGV[6], cjson.encode({type = 'enqueued', pool = pool}))
+return {'ok', pool}

@@ -65,7 +65,7 @@ function fillTable(id, rows) {
 function renderHeader(v) {
   const p = v.plan;
   const parts = p ? [`plan v${fmt(p.version)}`, p.source && `from ${p.source}`,
-    p.status, p.solve_ms !== undefined && `solve ${fmt(p.solve_ms, 0)} ms`,
+    p.status, p.solve_ms != null && `solve ${fmt(p.solve_ms, 0)} ms`,
     p.age_s !== null && p.age_s !== undefined && `changed ${fmt(p.age_s, 0)} s ago`] : [];
   document.getElementById("plan").textContent = p ?
     parts.filter(Boolean).join(" · ") : "no plan published (static pools)";

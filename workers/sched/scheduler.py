@@ -8,7 +8,7 @@ Admission order and the per-step rule come from the configured policy (workers/s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.costmodel import CostModel, shape_of
 from common.quality import QualityProfile
@@ -85,6 +85,11 @@ class Scheduler:
         """Drop a finished request's state (the driver has published it)."""
         if self.seqs[req_id].status.is_finished:
             del self.seqs[req_id]
+
+    def set_max_batch_size(self, n: int) -> None:
+        """A new batch cap (the plan's): running requests above it finish, none is admitted
+        until the batch is below it."""
+        self.cfg = replace(self.cfg, max_batch_size=n)
 
     @property
     def num_free_slots(self) -> int:
