@@ -53,6 +53,9 @@ class EngineCfg(BaseModel):
     # 0 means "the model's max_seq_len".
     max_canvas_len: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+    # testing and measured validation on CPU: steps last as long as this cost model says
+    # (workers/pacing.py); None: real device time only
+    pace_cost_model: Path | None = None
 
 
 class SchedulerCfg(BaseModel):

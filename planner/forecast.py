@@ -4,10 +4,11 @@ overridden by the last few seconds when the load visibly shifts.
 Input: counts per bucket start (s) per class, as the gateway writes them (planner/feed.py).
 The smoothed forecast uses complete buckets only (the current one is still filling) and looks
 `horizon_s` ahead (about one re-plan period), never below zero. On its own it would see a load
-shift only once a bucket completes, 10-20 s late; so `estimate_rates` also reads the last bucket
-width of arrivals (the current bucket so far plus the tail of the one before), and a class whose
-recent rate departs from the forecast by more than the drift fraction *and* beyond Poisson
-noise takes the recent rate. Pure.
+shift only once a bucket completes, 10-20 s late, and then only halfway; so `estimate_rates`
+also reads the last bucket width of arrivals (the current bucket so far plus the tail of the one
+before). When that, or the newest complete bucket, departs from the forecast by more than the
+drift fraction *and* beyond Poisson noise, the load has moved: the forecast then runs over the
+buckets since the move plus the last bucket width only, forgetting the old load. Pure.
 """
 
 from __future__ import annotations
@@ -80,13 +81,29 @@ def estimate_rates(
     counts: Mapping[int, Mapping[str, int]], classes: Sequence[str], now_s: float,
     bucket_s: int, window_s: int, horizon_s: float, fraction: float,
 ) -> dict[str, float]:  # fmt: skip
-    """The smoothed forecast, except classes whose last `bucket_s` of arrivals shifted from it."""
-    smooth = forecast_rates(counts, classes, now_s, bucket_s, window_s, horizon_s)
+    """Per class: the smoothed forecast while the load holds; once the last `bucket_s` of
+    arrivals or the newest complete bucket has shifted from it, the forecast over only the
+    buckets since the shift plus the last `bucket_s` (the window forgets the old load)."""
+    series = bucket_series(counts, classes, now_s, bucket_s, window_s)
     recent = recent_rates(counts, classes, now_s, bucket_s)
-    return {
-        c: recent[c] if shifted(smooth[c], recent[c], fraction, bucket_s) else smooth[c]
-        for c in classes
-    }
+    h = horizon_s / bucket_s
+    out = {}
+    for c in classes:
+        xs, r = series[c], recent[c]
+        smooth = holt(xs, h)
+        moved = shifted(smooth, r, fraction, bucket_s) or bool(
+            xs and shifted(smooth, xs[-1], fraction, bucket_s)
+        )
+        if not moved:
+            out[c] = smooth
+            continue
+        since: list[float] = []
+        for x in reversed(xs):  # newest first, back to the first bucket unlike the last 10 s
+            if shifted(r, x, fraction, bucket_s):
+                break
+            since.insert(0, x)
+        out[c] = holt([*since, r], h)
+    return out
 
 
 def drifted(

@@ -97,6 +97,10 @@ def build_loop(
 
     codec = TextCodec(tokenizer, mcfg.mask_token_id, mcfg.eos_token_id, mcfg.pad_token_id)
     cost, profile = load_profiles(Path(settings.engine.model_dir))
+    if settings.engine.pace_cost_model is not None:
+        from workers.pacing import PacedRunner
+
+        runner = PacedRunner(runner, CostModel.load(settings.engine.pace_cost_model), tp_degree)
     sched = Scheduler(
         SchedulerConfig(
             mcfg.mask_token_id, mcfg.eos_token_id, max_batch_size, wcfg.max_retries,
