@@ -127,7 +127,7 @@ def plot(profile: Any, path: Path) -> None:
     tps_ax.set_ylabel("tokens per step")
     acc_ax.invert_xaxis()  # left to right: slower and safer → faster and riskier
     acc_ax.set_title(f"{profile.model}: {profile.num_problems} held-out problems")
-    fig.legend(loc="lower left", fontsize=7)
+    fig.legend(loc="lower left", bbox_to_anchor=(0.14, 0.42), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
