@@ -140,15 +140,21 @@ def _linear(c: list[float], rows: float, tokens: float, area: float) -> float:
 
 
 def fit(samples: list[tuple[SubBatch, float]]) -> list[float]:
-    """Least squares [a, r, b, d] from (sub-batch, measured ms) samples; coefficients kept ≥ 0."""
+    """Least squares [a, r, b, d] from (sub-batch, measured ms) samples, on relative error (each
+    row divided by its measurement, so a 3 ms step counts as much as a 150 ms one: the scheduler
+    needs small steps right too). Coefficients are kept ≥ 0: a cost never falls with more work."""
     import numpy as np
 
-    X = np.array([s.features() for s, _ in samples])
     y = np.array([ms for _, ms in samples])
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    if (coef < 0).any():  # refit without the negative terms: a cost never falls with more work
-        keep = coef >= 0
-        sub, *_ = np.linalg.lstsq(X[:, keep], y, rcond=None)
-        coef = np.zeros(X.shape[1])
-        coef[keep] = np.maximum(sub, 0)
-    return [float(c) for c in coef]
+    X = np.array([s.features() for s, _ in samples]) / y[:, None]
+    ones = np.ones(len(y))
+    keep = np.ones(X.shape[1], dtype=bool)
+    coef = np.zeros(X.shape[1])
+    for _ in range(X.shape[1]):  # drop negative terms and refit until all are ≥ 0
+        sub, *_ = np.linalg.lstsq(X[:, keep], ones, rcond=None)
+        coef[:] = 0
+        coef[keep] = sub
+        if (coef >= 0).all():
+            break
+        keep &= coef > 0
+    return [float(max(c, 0.0)) for c in coef]
