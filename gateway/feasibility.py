@@ -46,10 +46,15 @@ class DeadlineCheck:
         """Predicted decode time at the class floor in a batch of `batch_size`."""
         assert self.cost is not None
         floor = self._floor(rec)
-        tps = self.profile.at(floor).tokens_per_step if self.profile else 3.0
-        tps = max(tps, 1.0)
         num_blocks = rec.max_tokens // rec.block_length
-        steps = max(num_blocks, rec.max_tokens / tps)
+        if self.profile is not None:  # measured steps per answer (answers may end at an EOS)
+            point = self.profile.at(floor)
+            tps = max(point.tokens_per_step, 1.0)
+            share = rec.max_tokens / self.profile.gen_length
+            steps = max(num_blocks, point.steps_per_answer * share)
+        else:
+            tps = 3.0
+            steps = max(num_blocks, rec.max_tokens / tps)
         canvas = len(rec.prompt_ids) + rec.max_tokens
         step_ms = self.cost.batch_step_ms(
             batch_size, canvas, rec.block_length, rec.block_length / tps

@@ -103,12 +103,15 @@ class Policy:
         return st.req.rule.tau if isinstance(st.req.rule, ThresholdRule) else 1.0
 
     def _steps_left(self, st: SeqState, tau: float) -> float:
-        """Expected steps to finish: masked tokens / tokens per step, at least one per block."""
+        """Expected steps to finish, at least one per block left. With a quality profile: its
+        measured steps per answer, pro rata to what is still masked (this counts answers that
+        end early at an EOS); without one, masked tokens / ~3 tokens per step."""
         blocks_left = -(-st.num_masked // st.req.block_length)
         if self.profile is None:
             return float(st.num_masked) if tau >= 1.0 else max(blocks_left, st.num_masked / 3.0)
-        tps = max(self.profile.at(min(tau, 1.0), st.req.cache_mode.value).tokens_per_step, 1.0)
-        return max(float(blocks_left), st.num_masked / tps)
+        point = self.profile.at(min(tau, 1.0), st.req.cache_mode.value)
+        share = st.num_masked / max(self.profile.gen_length, 1)
+        return max(float(blocks_left), point.steps_per_answer * share)
 
 
 class DeadlinePolicy(Policy):
