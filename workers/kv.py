@@ -82,6 +82,11 @@ class ReuseContext:
     ) -> None:
         self.pool, self.slots, self.key_len, self.key_mask = pool, slots, key_len, key_mask
         self.entry_index, self.entry_slot, self.entry_pos = entry_index, entry_slot, entry_pos
+        # Slots that form an ascending run are read as a view of the pool, not gathered: the
+        # gather copies every cached K/V of the batch once per layer per step.
+        first, n = int(slots[0]), len(slots)
+        run = torch.arange(first, first + n, device=slots.device)
+        self.rows: slice | Tensor = slice(first, first + n) if torch.equal(slots, run) else slots
 
     def kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         B, H, Q, hd = k.shape
@@ -90,4 +95,4 @@ class ReuseContext:
         pk, pv = self.pool.k[layer], self.pool.v[layer]
         pk[self.entry_slot, :, self.entry_pos] = flat_k
         pv[self.entry_slot, :, self.entry_pos] = flat_v
-        return pk[self.slots, :, : self.key_len], pv[self.slots, :, : self.key_len]
+        return pk[self.rows, :, : self.key_len], pv[self.rows, :, : self.key_len]
