@@ -54,6 +54,8 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         if not self.port:
             self.port = free_port()
+        # redis-server changes into --dir before it opens --logfile: both must be absolute.
+        self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_redis_binary(),

@@ -133,9 +133,9 @@ def test_backlog_lowers_tau_within_the_floor() -> None:
     sched = make_scheduler("dilaserve")
     sched.add(make_request(0, deadline_ms=10_000.0, floor=0.6))
     st, policy = sched.seqs["r0"], sched.policy
-    idle = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=0)
-    queued = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=8)
-    flooded = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=800)
+    idle = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=0.0)
+    queued = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=0.4)
+    flooded = policy.rule_for(st, batch_size=8, now_ms=0.0, backlog=50.0)
     assert isinstance(idle, ThresholdRule) and isinstance(queued, ThresholdRule)
     assert isinstance(flooded, ThresholdRule)
     assert idle.tau == 0.9 and queued.tau < 0.9 and flooded.tau == 0.6

@@ -167,12 +167,13 @@ class WorkerIO:
         self._wake.clear()
         with self.lock:
             free = self.max_batch_size - len(self.held)
-        self.stats.queue_depth = self.bus.queue_len(self.wcfg.pool)
         if free <= 0:
+            self.stats.queue_depth = self.bus.queue_len(self.wcfg.pool)
             return
         items = self.bus.claim(
             self.wcfg.pool, self.worker_id, free, lease_ms=self.wcfg.lease_s * 1000.0
         )
+        self.stats.queue_depth = self.bus.queue_len(self.wcfg.pool)  # what is left after ours
         if not items:
             return
         with self.lock:

@@ -75,8 +75,9 @@ class Policy:
         return (st.req.deadline_ms, st.seq_no)
 
     def rule_for(
-        self, st: SeqState, batch_size: int, now_ms: float, backlog: int = 0
+        self, st: SeqState, batch_size: int, now_ms: float, backlog: float = 0.0
     ) -> DecodeRule:
+        """`backlog`: work that cannot start now, in full batches."""
         return st.req.rule
 
     def _token_budget(self, running: list[SeqState]) -> float:
@@ -147,14 +148,14 @@ class DeadlinePolicy(Policy):
         return out
 
     def rule_for(
-        self, st: SeqState, batch_size: int, now_ms: float, backlog: int = 0
+        self, st: SeqState, batch_size: int, now_ms: float, backlog: float = 0.0
     ) -> DecodeRule:
         """The highest τ that meets the deadline, lowered further while work waits: a queue
         behind a full batch is load the threshold can absorb (more tokens per step, shorter
         stays), one ladder step per half batch of backlog."""
         floor = self._floor(st)
         ladder = self._ladder(st)
-        shed = min(len(ladder) - 1, math.ceil(2 * backlog / max(batch_size, 1)))
+        shed = min(len(ladder) - 1, math.ceil(2 * backlog))
         for tau in ladder[shed:]:
             if self._finish_ms(st, tau, batch_size, now_ms) <= st.req.deadline_ms:
                 return ThresholdRule(tau)

@@ -166,8 +166,11 @@ class Scheduler:
         st.last_tau = rule.tau if isinstance(rule, ThresholdRule) else None
         return SeqStep(st.req_id, st.block, phase, rule, st.step_in_block)
 
-    def _backlog(self) -> int:
-        return len(self.waiting) + self.queue_depth
+    def _backlog(self) -> float:
+        """Work that cannot start now, in batches: what waits here after admission plus what the
+        pool queue holds beyond this batch's free slots."""
+        beyond = max(0, self.queue_depth - self.num_free_slots)
+        return (len(self.waiting) + beyond) / self.cfg.max_batch_size
 
     def _new_seq(self, st: SeqState) -> NewSeq:
         r = st.req
