@@ -28,7 +28,8 @@ def _banner(url: str, n: int, redis_url: str, logs: Path) -> str:
     return f"""
 DiLaServe is up: gateway {url}, {n} worker(s), Redis {redis_url}
   submit:  curl -s {url}/v1/requests -H 'content-type: application/json' \\
-             -d '{{"prompt": "abc", "max_tokens": 32}}'
+             -d '{{"prompt": "Acg|Bggn|Cgjn|Dhil|Emo|Fej|Gdk|=", "max_tokens": 64, \
+                  "block_length": 16}}'
   poll:    curl -s {url}/v1/requests/<id>
   openai:  OpenAI(base_url="{url}/v1", api_key="none")
   logs:    {logs}/
