@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 DATA_DIR = Path(".dilaserve")
+EXAMPLE_PROMPT = "Acg|Bggn|Cgjn|Dhil|Emo|Fej|Gdk|="  # a demo-task problem (docs/demo_model.md)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +29,7 @@ def _banner(url: str, n: int, redis_url: str, logs: Path) -> str:
     return f"""
 DiLaServe is up: gateway {url}, {n} worker(s), Redis {redis_url}
   submit:  curl -s {url}/v1/requests -H 'content-type: application/json' \\
-             -d '{{"prompt": "Acg|Bggn|Cgjn|Dhil|Emo|Fej|Gdk|=", "max_tokens": 64, \
-                  "block_length": 16}}'
+             -d '{{"prompt": "{EXAMPLE_PROMPT}", "max_tokens": 64, "block_length": 16}}'
   poll:    curl -s {url}/v1/requests/<id>
   openai:  OpenAI(base_url="{url}/v1", api_key="none")
   logs:    {logs}/
