@@ -28,12 +28,21 @@ class QualityProfile:
     block_length: int
     num_problems: int
     points: dict[str, list[QualityPoint]]  # cache mode → points sorted by τ descending
+    _memo: dict[tuple[float, str], QualityPoint] = field(default_factory=dict, repr=False)
 
     def curve(self, cache_mode: str = "dual") -> list[QualityPoint]:
         return self.points.get(cache_mode) or next(iter(self.points.values()))
 
     def at(self, tau: float, cache_mode: str = "dual") -> QualityPoint:
-        """The point at τ, linearly interpolated between measured thresholds."""
+        """The point at τ, linearly interpolated between measured thresholds (memoised: the
+        scheduler asks for the same few thresholds every step)."""
+        key = (tau, cache_mode)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._interpolate(tau, cache_mode)
+        return hit
+
+    def _interpolate(self, tau: float, cache_mode: str) -> QualityPoint:
         pts = sorted(self.curve(cache_mode), key=lambda p: p.tau)
         if tau <= pts[0].tau:
             return pts[0]
@@ -52,7 +61,9 @@ class QualityProfile:
         return sorted((p.tau for p in self.curve(cache_mode)), reverse=True)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        raw = asdict(self)
+        raw.pop("_memo")
+        return json.dumps(raw, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> QualityProfile:

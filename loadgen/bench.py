@@ -78,7 +78,7 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     runs = []
     try:
         for rate, planned in plans.items():
-            jobs = [_job(p, policy) for p in planned]
+            jobs = [_job(p, f"{policy}-r{rate:g}") for p in planned]
             outcomes = asyncio.run(replay(stack.url, jobs, on_done=bar.update))
             runs.append({"rate": rate, "policy": policy,
                          "classes": by_class(outcomes, args.duration),
@@ -93,13 +93,15 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     return runs
 
 
-def _job(p: Any, policy: str) -> Any:
+def _job(p: Any, run_id: str) -> Any:
+    """One request; its id is unique per (policy, rate) run, so idempotent submits never
+    return another run's answer."""
     from common import task
     from loadgen.replay import Job
 
     body = {"prompt": p.problem.prompt, "max_tokens": p.gen_length,
             "block_length": p.block_length, "slo_class": p.slo_class.name}  # fmt: skip
-    return Job(f"{policy}-{p.req_id}", p.t_s, body, p.slo_class.name,
+    return Job(f"{run_id}-{p.req_id}", p.t_s, body, p.slo_class.name,
                check=lambda text, prob=p.problem: task.check(prob, text))  # fmt: skip
 
 
