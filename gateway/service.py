@@ -35,6 +35,9 @@ class Service:
         self.settings, self.model, self.store = settings, model, store
         self.admission = Admission(settings, model)
         self.router = Router(settings.worker.pool)
+        # Deadline-feasibility admission is part of the deadline-aware policy; the fixed
+        # baselines (today's DLM servers) queue everything.
+        self.admit_by_deadline = self.deadlines.enabled and settings.scheduler.policy == "dilaserve"
         self.deadlines = DeadlineCheck(
             Path(settings.engine.model_dir), settings.slo_classes, settings.engine.max_batch_size
         )
@@ -45,7 +48,7 @@ class Service:
         if self.router.stale():
             self.router.update(await self._plan())
         rec.pool = self.router.pool_for(rec.slo_class)
-        if self.deadlines.enabled and await self._deadline_infeasible(rec):
+        if self.admit_by_deadline and await self._deadline_infeasible(rec):
             if self.deadlines.late_action(rec) == "drop":
                 await self.store.count_arrival(rec.slo_class, rec.arrival_ms)  # the planner's rates
                 raise Overloaded(

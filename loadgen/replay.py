@@ -72,7 +72,18 @@ async def _run_one(client: httpx.AsyncClient, job: Job, timeout_s: float) -> Out
 
 
 async def _until_final(client: httpx.AsyncClient, req_id: str) -> None:
-    async with client.stream("GET", f"/v1/requests/{req_id}/events") as resp:
-        async for line in resp.aiter_lines():
-            if line.startswith("event:") and line.split(":", 1)[1].strip() in ("final", "error"):
-                return
+    """Follow the event stream to its final event; on a broken stream (the gateway lost Redis
+    for a moment) reconnect after the last event seen, as an SSE client does."""
+    last_id = ""
+    while True:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            async with client.stream("GET", f"/v1/requests/{req_id}/events", headers=headers) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("id:"):
+                        last_id = line.split(":", 1)[1].strip()
+                    elif line.startswith("event:") and line.split(":", 1)[1].strip() == "final":
+                        return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
