@@ -35,12 +35,12 @@ class Service:
         self.settings, self.model, self.store = settings, model, store
         self.admission = Admission(settings, model)
         self.router = Router(settings.worker.pool)
-        # Deadline-feasibility admission is part of the deadline-aware policy; the fixed
-        # baselines (today's DLM servers) queue everything.
-        self.admit_by_deadline = self.deadlines.enabled and settings.scheduler.policy == "dilaserve"
         self.deadlines = DeadlineCheck(
             Path(settings.engine.model_dir), settings.slo_classes, settings.engine.max_batch_size
         )
+        # Deadline-feasibility admission is part of the deadline-aware policy; the fixed
+        # baselines (today's DLM servers) queue everything.
+        self.admit_by_deadline = self.deadlines.enabled and settings.scheduler.policy == "dilaserve"
         self.draining = False
 
     async def submit(self, rec: RequestRecord) -> Submitted:
