@@ -24,14 +24,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.main", "run the HTTP gateway (FastAPI + uvicorn)"),
     "worker": ("workers.main", "run one worker process (model + scheduler + Redis I/O)"),
     "slot": ("workers.slot", "run one slot: a worker process the plan puts into TP groups"),
-    "plan": ("dilaserve.plan_cmd", "show the cluster plan, apply a hand-written or uniform one"),
+    "plan": (
+        "dilaserve.plan_cmd", "show, apply or build the cluster plan; --gpus/--rate: the what-if"
+    ),
     "bench-dataplane": (
         "loadgen.bench_dataplane", "gateway, dispatch and worker-overhead benchmarks (JSON)"
     ),
     "status": ("dilaserve.status", "live cluster view from Redis: pools, workers, plan, SLOs"),
     "whatif": ("planner.whatif", "the plan the planner would choose for a load (no cluster)"),
     "bench-planner": ("planner.bench", "planner MIP solve time, size and gap vs cluster size"),
-    "validate-planner": ("planner.validate", "capacity model predictions vs the simulator"),
+    "validate-planner": (
+        "planner.validate", "capacity model predictions vs the simulator (--live: the stack)"
+    ),
 }
 
 

@@ -148,38 +148,54 @@ def replay(
     return sent
 
 
-def attainment(
-    client: redis.Redis, keys: Keys, sent: list[Sent], timeout_s: float = 120.0,
-    since_s: float = 0.0,
-) -> dict[str, float]:  # fmt: skip
-    """Share of requests (arriving from `since_s` on) done by their deadline, per class and
-    "all"; waits until every accepted one has ended."""
+def wait_ended(
+    client: redis.Redis, keys: Keys, sent: list[Sent], timeout_s: float = 120.0
+) -> dict[str, dict[str, str]]:
+    """Every accepted request's record (status, arrival, finish, deadline) once it has ended."""
     deadline = time.monotonic() + timeout_s
+    fields = ("status", "arrival_ms", "finished_ms", "deadline_ms")
     records: dict[str, dict[str, str]] = {}
     todo = [s.req_id for s in sent if s.accepted]
     while todo and time.monotonic() < deadline:
         pipe = client.pipeline(transaction=False)
         for r in todo:
-            pipe.hmget(keys.req(r), "status", "finished_ms", "deadline_ms")
-        for r, (status, fin, dl) in zip(todo, pipe.execute(), strict=True):
-            if status in ENDED:
-                records[r] = {"status": status, "finished_ms": fin or "0", "deadline_ms": dl}
+            pipe.hmget(keys.req(r), fields)
+        for r, values in zip(todo, pipe.execute(), strict=True):
+            if values[0] in ENDED:
+                records[r] = dict(zip(fields, values, strict=True))
         todo = [r for r in todo if r not in records]
         if todo:
             time.sleep(0.2)
     if todo:
         raise TimeoutError(f"{len(todo)} requests did not end within {timeout_s}s")
-    met: dict[str, list[bool]] = {}
+    return records
+
+
+def met(rec: dict[str, str] | None) -> bool:
+    """Done by its deadline (a request rejected at the door has no record: missed)."""
+    if rec is None or rec["status"] != "done":
+        return False
+    return float(rec["finished_ms"]) <= float(rec["deadline_ms"])
+
+
+def attainment(
+    records: dict[str, dict[str, str]], sent: list[Sent], since_s: float = 0.0
+) -> dict[str, float]:
+    """Share of requests (arriving from `since_s` on) done by their deadline, per class and
+    "all"."""
+    hits: dict[str, list[bool]] = {}
     for s in sent:
-        if s.t_s < since_s:
-            continue
-        rec = records.get(s.req_id)
-        ok = rec is not None and rec["status"] == "done" and float(rec["finished_ms"]) <= float(
-            rec["deadline_ms"]
-        )
-        met.setdefault(s.slo_class, []).append(ok)
-        met.setdefault("all", []).append(ok)
-    return {c: sum(v) / len(v) for c, v in sorted(met.items())}
+        if s.t_s >= since_s:
+            ok = met(records.get(s.req_id))
+            hits.setdefault(s.slo_class, []).append(ok)
+            hits.setdefault("all", []).append(ok)
+    return {c: sum(v) / len(v) for c, v in sorted(hits.items())}
+
+
+def latencies_ms(records: dict[str, dict[str, str]]) -> list[float]:
+    """Arrival → end of the requests that finished (done)."""
+    return sorted(float(r["finished_ms"]) - float(r["arrival_ms"])
+                  for r in records.values() if r["status"] == "done")  # fmt: skip
 
 
 class PlannerBeat(threading.Thread):

@@ -1,4 +1,5 @@
-"""`dilaserve validate-planner`: the capacity model's predictions vs the simulator.
+"""`dilaserve validate-planner`: the capacity model's predictions vs the simulator (or, with
+--live, vs a measured run of the real stack: planner/validate_live.py).
 
 `simulate_plan` runs a whole decision (routing + pools) in the simulator, for tests and studies.
 
@@ -16,6 +17,8 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from planner import validate_live
+
 if TYPE_CHECKING:
     from planner.decision import PlanDecision
     from planner.inputs import PlannerInput
@@ -28,10 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instances", type=int, default=2)
     p.add_argument("--duration-s", type=float, default=200.0, help="seconds of arrivals")
     p.add_argument("--tau", type=float, default=0.9)
-    p.add_argument("--out", type=Path, default=Path("bench_out/planner_validate.json"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: bench_out/planner_validate[_live].json")  # fmt: skip
+    live = p.add_argument_group("--live: against a measured run of the real stack")
+    live.add_argument("--live", action="store_true", help="run the stack instead of simulating")
+    validate_live.add_arguments(live)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is None:
+        args.out = Path(f"bench_out/planner_validate{'_live' if args.live else ''}.json")
+    if args.live:
+        return validate_live.run(args)
     rows = [
         compare(slo, b, rho, args.instances, args.duration_s, args.tau)
         for slo in _floats(args.slo_ms)

@@ -95,7 +95,7 @@ def test_replanning_after_a_shift_to_tight_slos_recovers_attainment(
     arrivals = live.poisson_arrivals(TIGHT_HEAVY, DURATION_S, seed=1)
 
     sent = live.replay(stack.url, arrivals, GEN, BLOCK, "frozen")
-    frozen = live.attainment(client, keys, sent)
+    frozen = live.attainment(live.wait_ended(client, keys, sent), sent)
     assert read_plan(client, keys) == before
 
     # the same history and plan again, now with the planner watching
@@ -111,8 +111,9 @@ def test_replanning_after_a_shift_to_tight_slos_recovers_attainment(
         sent = live.replay(stack.url, arrivals, GEN, BLOCK, "replanned")
     finally:
         beat.close()
-    replanned = live.attainment(client, keys, sent)
-    settled = live.attainment(client, keys, sent, since_s=DURATION_S / 2)
+    records = live.wait_ended(client, keys, sent)
+    replanned = live.attainment(records, sent)
+    settled = live.attainment(records, sent, since_s=DURATION_S / 2)
     after = read_plan(client, keys)
     assert after is not None
     published = [e["at_s"] - start_s for e in beat.log if not e.get("unchanged")]
