@@ -87,7 +87,7 @@ class Admission:
         ids = self.model.encode(prompt)
         if not ids:
             raise BadRequest("prompt encodes to no tokens", param="prompt")
-        if self.model.unk_id is not None and self.model.unk_id in ids:
+        if not self.model.represents(prompt, ids):
             raise BadRequest(
                 "prompt contains characters the model's tokenizer cannot represent",
                 param="prompt",

@@ -36,6 +36,13 @@ class ModelInfo:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def represents(self, text: str, ids: list[int]) -> bool:
+        """Whether `ids` stand for all of `text`: no unknown token and, for a tokenizer without
+        one (it drops what it cannot encode), the ids decode back to the text."""
+        if self.unk_id is not None:
+            return self.unk_id not in ids
+        return str(self.tokenizer.decode(ids)) == text
+
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return str(

@@ -43,6 +43,15 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint with a char tokenizer (max 96 positions): data-plane tests that
+    depend on its timing and limits (faults, input validation) use it whatever else ships."""
+    from tests.dataplane_helpers import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-dp-model"))
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model when it is present, else a tiny random checkpoint with a char tokenizer."""
     from common.config import DEFAULT_MODEL_DIR

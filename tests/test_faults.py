@@ -24,13 +24,13 @@ LONG = {"prompt": "abc", "max_tokens": 64, "block_length": 8}  # â‰¥ 64 steps â‰
 
 @pytest.fixture()
 def make_stack(
-    redis_server: RedisServer, model_dir: Path, tmp_path: Path
+    redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path
 ) -> Iterator[callable]:
     stacks: list[Stack] = []
 
     def make(redis_url: str | None = None, **env: str) -> Stack:
         extra = {"DILA_WORKER__DEBUG_STEP_DELAY_S": str(DELAY_S), **env}
-        s = Stack(redis_url or redis_server.url, model_dir, tmp_path, env_extra=extra)
+        s = Stack(redis_url or redis_server.url, tiny_model_dir, tmp_path, env_extra=extra)
         stacks.append(s)
         return s
 

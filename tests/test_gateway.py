@@ -22,9 +22,9 @@ GEN, BLOCK = 16, 8
 
 @pytest.fixture(scope="module")
 def stack(
-    redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(redis_server.url, model_dir, tmp_path_factory.mktemp("gw-logs"),
+    s = Stack(redis_server.url, tiny_model_dir, tmp_path_factory.mktemp("gw-logs"),
               env_extra={"DILA_GATEWAY__MAX_TOKENS_LIMIT": "64"})  # fmt: skip
     try:
         s.start_gateway()
