@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,10 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     from loadgen.metrics import by_class
     from loadgen.replay import replay
 
+    data_dir = args.data_dir / policy
+    shutil.rmtree(data_dir, ignore_errors=True)  # a fresh Redis: no answers from an earlier run
     stack = LocalStack(
-        args.model, args.data_dir / policy, args.instances, port=args.port or free_port(),
+        args.model, data_dir, args.instances, port=args.port or free_port(),
         env_extra=_stack_env(args, policy, classes),
     ).start()  # fmt: skip
     runs = []
