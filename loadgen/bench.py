@@ -62,6 +62,9 @@ def _stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) -
         "DILA_GATEWAY__DEFAULT_SLO_CLASS": next(iter(classes)),
         "DILA_ENGINE__MAX_BATCH_SIZE": str(args.max_batch_size),
         "DILA_GATEWAY__MAX_QUEUE_LEN": "100000",
+        # Load generator, gateway, Redis and workers share this machine's cores: a starved
+        # gateway must not read a slow Redis reply as an outage.
+        "DILA_REDIS__SOCKET_TIMEOUT_S": "5",
     }
 
 

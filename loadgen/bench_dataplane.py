@@ -135,7 +135,7 @@ def _bench_overhead(gw: str, bus: Any, batch: int, args: argparse.Namespace) -> 
     proto = bus.get(httpx.post(f"{gw}/v1/requests", json=body).json()["id"])
     # enqueue the whole burst in one round trip, so the worker sees a full queue at once
     pipe = bus.client.pipeline(transaction=False)
-    ids = [f"ovh-{batch}-{i}" for i in range(batch * 4)]
+    ids = [f"ovh-{batch}-{i}" for i in range(batch)]  # one full batch
     for rid in ids:
         rec = RequestRecord(
             id=rid, pool="default", slo_class="standard", prompt="abc",

@@ -50,9 +50,9 @@ async def replay(
 async def _run_one(client: httpx.AsyncClient, job: Job, timeout_s: float) -> Outcome:
     out = Outcome(job.req_id, job.slo_class, job.t_s, status="lost")
     r = await client.post("/v1/requests", json=job.body, headers={"X-Request-Id": job.req_id})
-    if r.status_code == 429:
-        out.status = "rejected"
-        out.extra["reason"] = r.json().get("detail", {})
+    if r.status_code == 429 or r.status_code >= 500:  # refused or unavailable: a miss, not a crash
+        out.status = "rejected" if r.status_code == 429 else "unavailable"
+        out.extra["reason"] = r.text[:200]
         return out
     r.raise_for_status()
     try:
