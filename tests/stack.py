@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +79,23 @@ class Stack:
             stop(w, signal.SIGKILL, 5)
         if self.gateway is not None:
             stop(self.gateway, signal.SIGKILL, 5)
+
+
+@contextmanager
+def serving(
+    redis_url: str, model_dir: Path, log_dir: Path, env_extra: dict[str, str] | None = None,
+    workers: int = 1,
+) -> Iterator[Stack]:  # fmt: skip
+    """A gateway and `workers` workers that heartbeat, torn down on exit."""
+    s = Stack(redis_url, model_dir, log_dir, env_extra=env_extra or {})
+    try:
+        s.start_gateway()
+        for _ in range(workers):
+            s.start_worker()
+        s.wait_workers(workers)
+        yield s
+    finally:
+        s.close()
 
 
 def wait_status(url: str, req_id: str, statuses: set[str], timeout_s: float = 60) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from common import task
 from common.config import DEFAULT_MODEL_DIR
 from common.redis_server import RedisServer
-from tests.stack import Stack, wait_status
+from tests.stack import Stack, serving, wait_status
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODEL_DIR / "costmodel.json").is_file(), reason="needs the shipped demo model"
@@ -23,14 +23,8 @@ BLOCK = {"max_tokens": 64, "block_length": 16}
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"DILA_SCHEDULER__POLICY": "dilaserve", "DILA_ENGINE__MAX_BATCH_SIZE": "16"}
-    s = Stack(redis_server.url, DEFAULT_MODEL_DIR, tmp_path_factory.mktemp("dl"), env_extra=env)
-    try:
-        s.start_gateway()
-        s.start_worker()
-        s.wait_workers(1)
+    with serving(redis_server.url, DEFAULT_MODEL_DIR, tmp_path_factory.mktemp("dl"), env) as s:
         yield s
-    finally:
-        s.close()
 
 
 def _submit(url: str, prompt: str, **fields: object) -> httpx.Response:

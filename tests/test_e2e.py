@@ -12,7 +12,7 @@ import pytest
 from common import task
 from common.config import DEFAULT_MODEL_DIR
 from common.redis_server import RedisServer
-from tests.stack import Stack, wait_status
+from tests.stack import Stack, serving, wait_status
 from workers.engine import Engine
 
 # Held-out demo-task problems: answers are checked, not just compared.
@@ -30,14 +30,8 @@ def model_dir() -> Path:
 def stack(
     redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(redis_server.url, model_dir, tmp_path_factory.mktemp("e2e-logs"))
-    try:
-        s.start_gateway()
-        s.start_worker()
-        s.wait_workers(1)
+    with serving(redis_server.url, model_dir, tmp_path_factory.mktemp("e2e-logs")) as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture(scope="module")

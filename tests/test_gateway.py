@@ -15,7 +15,7 @@ from common.outcomes import bucket_start_s
 from common.plan import ClusterPlan, PoolSpec
 from common.plan_bus import publish_plan
 from common.redis_server import RedisServer
-from tests.stack import Stack, wait_status
+from tests.stack import Stack, serving, wait_status
 
 GEN, BLOCK = 16, 8
 
@@ -24,15 +24,9 @@ GEN, BLOCK = 16, 8
 def stack(
     redis_server: RedisServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = Stack(redis_server.url, tiny_model_dir, tmp_path_factory.mktemp("gw-logs"),
-              env_extra={"DILA_GATEWAY__MAX_TOKENS_LIMIT": "64"})  # fmt: skip
-    try:
-        s.start_gateway()
-        s.start_worker()
-        s.wait_workers(1)
+    env = {"DILA_GATEWAY__MAX_TOKENS_LIMIT": "64"}
+    with serving(redis_server.url, tiny_model_dir, tmp_path_factory.mktemp("gw-logs"), env) as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture()
