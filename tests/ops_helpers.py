@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import Stack, wait_status
+from tests.stack import Stack, serving, wait_status
 
 GEN, BLOCK = 16, 8
 
 
-def start_stack(redis_url: str, model_dir: Path, log_dir: Path, step_delay_s: float) -> Stack:
+def watched_stack(
+    redis_url: str, model_dir: Path, log_dir: Path, step_delay_s: float
+) -> AbstractContextManager[Stack]:
     """Gateway + one worker on a private key prefix; each step sleeps `step_delay_s` so that a
     request stays in flight long enough to be watched."""
     env = {
         "DILA_WORKER__DEBUG_STEP_DELAY_S": str(step_delay_s),
         "DILA_SCHEDULER__POLICY": "edf-fixed",  # needs no fitted cost model: fixed τ 0.9
     }
-    s = Stack(redis_url, model_dir, log_dir, env_extra=env)
-    try:
-        s.start_gateway()
-        s.start_worker()
-        s.wait_workers(1)
-    except BaseException:
-        s.close()
-        raise
-    return s
+    return serving(redis_url, model_dir, log_dir, env)
 
 
 def save_letters_checkpoint(out: Path) -> Path:

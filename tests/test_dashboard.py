@@ -15,7 +15,7 @@ import pytest
 from common.config import DEFAULT_MODEL_DIR
 from common.redis_server import RedisServer
 from tests.dataplane_helpers import REPO
-from tests.ops_helpers import save_letters_checkpoint, start_stack
+from tests.ops_helpers import save_letters_checkpoint, watched_stack
 from tests.stack import Stack
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -44,11 +44,8 @@ def stack(
     redis_server: RedisServer, answer_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("dash-logs")
-    s = start_stack(redis_server.url, answer_model_dir, log_dir, 0.15)
-    try:
+    with watched_stack(redis_server.url, answer_model_dir, log_dir, 0.15) as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture()

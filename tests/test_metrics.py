@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from common.config import RedisCfg, Settings
 from common.outcomes import Outcome, attainment_by, outcome, window_buckets, window_fields
 from common.redis_server import RedisServer, free_port
-from tests.ops_helpers import run_done, scrape, start_stack, submit, total, wait_for
+from tests.ops_helpers import run_done, scrape, submit, total, wait_for, watched_stack
 from tests.stack import Stack
 
 VLLM_MIRRORS = (
@@ -27,11 +27,9 @@ VLLM_MIRRORS = (
 def stack(
     redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = start_stack(redis_server.url, model_dir, tmp_path_factory.mktemp("metrics-logs"), 0.0)
-    try:
+    log_dir = tmp_path_factory.mktemp("metrics-logs")
+    with watched_stack(redis_server.url, model_dir, log_dir, 0.0) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_metrics_move_with_traffic(stack: Stack) -> None:

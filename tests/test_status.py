@@ -18,7 +18,7 @@ from common.cluster_view import build_view, read_sync
 from common.keys import Keys
 from common.redis_server import RedisServer, free_port
 from tests.dataplane_helpers import REPO, child_env
-from tests.ops_helpers import run_done, start_stack, submit, wait_for
+from tests.ops_helpers import run_done, submit, wait_for, watched_stack
 from tests.stack import Stack
 
 
@@ -26,11 +26,9 @@ from tests.stack import Stack
 def stack(
     redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    s = start_stack(redis_server.url, model_dir, tmp_path_factory.mktemp("status-logs"), 0.2)
-    try:
+    log_dir = tmp_path_factory.mktemp("status-logs")
+    with watched_stack(redis_server.url, model_dir, log_dir, 0.2) as s:
         yield s
-    finally:
-        s.close()
 
 
 def _status(redis_url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
