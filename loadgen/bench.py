@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import workload
-from loadgen.simulate import add_workload_arguments, plot_attainment, write_report
+from loadgen.simulate import add_workload_arguments, write_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -198,5 +198,3 @@ def plot_latency_cdf(report: dict[str, Any], png: Path) -> None:
     fig.savefig(png, dpi=120)
     plt.close(fig)
 
-
-__all__ = ["plot_attainment"]
