@@ -49,13 +49,18 @@ def create_app(settings: Settings, model: ModelInfo | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.redis)
         app.state.service = Service(settings, model, store)
-        reaper = asyncio.create_task(
-            _reap_forever(store, settings.worker.max_retries, settings.worker.reap_interval_s)
-        )
+        tasks = [
+            asyncio.create_task(
+                _reap_forever(store, settings.worker.max_retries, settings.worker.reap_interval_s)
+            ),
+            asyncio.create_task(app.state.service.finishes.run_forever()),
+        ]
         yield
-        reaper.cancel()
-        with suppress(asyncio.CancelledError):
-            await reaper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
         await store.close()
 
     auth = Depends(_auth(settings.gateway.api_keys))

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 import redis
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from common.schemas import GenerateRequest, RequestView, SubmitResponse
@@ -60,9 +60,22 @@ async def submit(
     return JSONResponse(out.model_dump(mode="json"), 202, headers=headers)
 
 
+MAX_WAIT_S = 60.0
+
+
 @router.get("/v1/requests/{req_id}", response_model=RequestView)
-async def poll(req_id: str, request: Request) -> RequestView:
-    return request_view(await service(request).get(req_id))
+async def poll(
+    req_id: str,
+    request: Request,
+    wait_s: float = Query(
+        0.0, ge=0.0, le=MAX_WAIT_S,
+        description="long poll: answer as soon as the request ends, or after this many seconds",
+    ),
+) -> RequestView:  # fmt: skip
+    svc = service(request)
+    if wait_s > 0:
+        return request_view(await svc.wait(req_id, timeout_s=wait_s))
+    return request_view(await svc.get(req_id))
 
 
 @router.delete("/v1/requests/{req_id}")

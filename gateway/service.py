@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,12 +11,13 @@ from typing import Any
 from common.config import Settings
 from common.errors import Conflict, NotFound, Overloaded, Unavailable
 from common.plan import ClusterPlan
-from common.schemas import EventType, RequestRecord
+from common.schemas import RequestRecord, RequestStatus
 from gateway.admission import Admission, now_ms
 from gateway.feasibility import DeadlineCheck
 from gateway.model_info import ModelInfo
 from gateway.routing import Router
 from gateway.store import Event, Store
+from gateway.waiters import Finishes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Service:
         # baselines (today's DLM servers) queue everything.
         self.admit_by_deadline = self.deadlines.enabled and settings.scheduler.policy == "dilaserve"
         self.draining = False
+        self.finishes = Finishes(store.client, store.keys.finished(), store.block_ms)
 
     async def submit(self, rec: RequestRecord) -> Submitted:
         gw = self.settings.gateway
@@ -105,15 +106,18 @@ class Service:
         async for ev in self.store.follow(req_id, after):
             yield ev
 
-    async def wait(self, req_id: str) -> dict[str, str]:
-        """Block until the request ends; → its final hash."""
-        try:
-            async with asyncio.timeout(self.settings.gateway.wait_timeout_s):
-                async for ev in self.store.follow(req_id):
-                    if ev.type == EventType.FINAL:
-                        break
-        except TimeoutError as e:
-            raise Unavailable(f"request {req_id!r} did not finish in time") from e
+    async def wait(self, req_id: str, timeout_s: float | None = None) -> dict[str, str]:
+        """Block until the request ends (→ its final hash); past the gateway's wait timeout,
+        503. With `timeout_s` (a long poll) → its hash as it is then, finished or not."""
+        limit_s = self.settings.gateway.wait_timeout_s if timeout_s is None else timeout_s
+        await self.get(req_id)  # 404 before waiting
+
+        async def finished() -> bool:
+            status = await self.store.status(req_id)
+            return status is not None and RequestStatus(status).is_finished
+
+        if not await self.finishes.wait(req_id, finished, limit_s) and timeout_s is None:
+            raise Unavailable(f"request {req_id!r} did not finish in time")
         return await self.get(req_id)
 
     def model_card(self) -> dict[str, Any]:

@@ -68,6 +68,9 @@ class Store:
     async def get(self, req_id: str) -> dict[str, str]:
         return dict(await self.client.hgetall(self.keys.req(req_id)))
 
+    async def status(self, req_id: str) -> str | None:
+        return await self.client.hget(self.keys.req(req_id), "status")  # type: ignore[no-any-return]
+
     async def cancel(self, req_id: str, now_ms: float) -> list[str]:
         return list(await self._run(self.calls.cancel(req_id, now_ms)))
 

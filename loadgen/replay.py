@@ -1,6 +1,6 @@
-"""Open-loop replay against a running gateway: submit each request at its arrival time, follow
-its event stream to the final event, read its record. Never waits for a reply before sending the
-next request (open loop), so overload shows up as queueing, as it would in production."""
+"""Open-loop replay against a running gateway: submit each request at its arrival time, then
+long-poll its record until it ends. Never waits for a reply before sending the next request
+(open loop), so overload shows up as queueing, as it would in production."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 
 from loadgen.metrics import Outcome
+
+LONG_POLL_S = 30.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,17 +51,20 @@ async def replay(
 
 async def _run_one(client: httpx.AsyncClient, job: Job, timeout_s: float) -> Outcome:
     out = Outcome(job.req_id, job.slo_class, job.t_s, status="lost")
-    r = await client.post("/v1/requests", json=job.body, headers={"X-Request-Id": job.req_id})
-    if r.status_code == 429 or r.status_code >= 500:  # refused or unavailable: a miss, not a crash
+    try:
+        r = await _submit(client, job)
+    except httpx.HTTPError as e:  # the gateway never answered: a miss, not a crash of the run
+        out.extra["reason"] = repr(e)
+        return out
+    if r.status_code == 429 or r.status_code >= 500:  # refused or unavailable: a miss
         out.status = "rejected" if r.status_code == 429 else "unavailable"
         out.extra["reason"] = r.text[:200]
         return out
     r.raise_for_status()
     try:
-        await asyncio.wait_for(_until_final(client, job.req_id), timeout_s)
+        view = await asyncio.wait_for(_until_final(client, job.req_id), timeout_s)
     except TimeoutError:
         return out
-    view = (await client.get(f"/v1/requests/{job.req_id}")).json()
     out.status = view["status"]
     out.e2e_ms = view["timings"].get("e2e_ms")
     out.slo_met = bool(view.get("slo_met"))
@@ -71,19 +76,33 @@ async def _run_one(client: httpx.AsyncClient, job: Job, timeout_s: float) -> Out
     return out
 
 
-async def _until_final(client: httpx.AsyncClient, req_id: str) -> None:
-    """Follow the event stream to its final event; on a broken stream (the gateway lost Redis
-    for a moment) reconnect after the last event seen, as an SSE client does."""
-    last_id = ""
-    while True:
-        headers = {"Last-Event-ID": last_id} if last_id else {}
+async def _submit(client: httpx.AsyncClient, job: Job, attempts: int = 3) -> httpx.Response:
+    """POST, retried on a transport error (e.g. the server closed a keep-alive connection as it
+    was reused): safe, because the request id makes the submit idempotent."""
+    for attempt in range(attempts):
         try:
-            async with client.stream("GET", f"/v1/requests/{req_id}/events", headers=headers) as r:
-                async for line in r.aiter_lines():
-                    if line.startswith("id:"):
-                        last_id = line.split(":", 1)[1].strip()
-                    elif line.startswith("event:") and line.split(":", 1)[1].strip() == "final":
-                        return
+            return await client.post(
+                "/v1/requests", json=job.body, headers={"X-Request-Id": job.req_id}
+            )
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def _until_final(client: httpx.AsyncClient, req_id: str) -> dict[str, Any]:
+    """Long-poll the request until it ends: one wake-up per request, not one per step, so the
+    load generator costs the cores it shares with the workers as little as it can. A broken
+    connection (the gateway lost Redis for a moment) is retried, as a client would."""
+    while True:
+        try:
+            r = await client.get(f"/v1/requests/{req_id}", params={"wait_s": LONG_POLL_S})
+            if r.status_code == 200:
+                view: dict[str, Any] = r.json()
+                if view["status"] not in ("queued", "running"):
+                    return view
+                continue
         except httpx.HTTPError:
             pass
         await asyncio.sleep(0.2)

@@ -94,6 +94,19 @@ def test_unknown_id_and_finished_cancel(stack: Stack) -> None:
     assert r.status_code == 409 and "finished" in r.json()["error"]["message"]
 
 
+def test_long_poll_answers_when_the_request_ends(stack: Stack) -> None:
+    r = httpx.post(f"{stack.url}/v1/requests", json={"prompt": "abc", "max_tokens": 64})
+    req_id = r.json()["id"]
+    view = httpx.get(f"{stack.url}/v1/requests/{req_id}", params={"wait_s": 30}, timeout=40).json()
+    assert view["status"] == "done" and view["text"] is not None
+    again = httpx.get(f"{stack.url}/v1/requests/{req_id}", params={"wait_s": 30}, timeout=40)
+    assert again.json()["status"] == "done"  # already finished: answered at once
+    assert httpx.get(f"{stack.url}/v1/requests/nope", params={"wait_s": 1}).status_code == 404
+    for bad in (-1, 61, "soon"):
+        r = httpx.get(f"{stack.url}/v1/requests/{req_id}", params={"wait_s": bad})
+        assert r.status_code == 422 and "wait_s" in r.text, r.text
+
+
 BAD = [
     ({"prompt": "", "max_tokens": 8}, 422, "prompt"),
     ({"prompt": "abc" * 40, "max_tokens": 8}, 400, "context"),
