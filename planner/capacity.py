@@ -24,8 +24,8 @@ load (deadline-aware τ control), which the plan does not count on.
 
 Pruned here, exactly (no optimum is lost): cells whose p is below `min_attainment`, or whose τ
 is below the class's floor; levels whose p is no better than a higher level's (more capacity,
-same p); configurations another of the same TP degree dominates. p is kept to 4 decimals,
-rounded down. Pure: no solver, no I/O. See docs/planner.md.
+same p); configurations another of the same TP degree dominates (planner/prune.py). p is kept
+to 4 decimals, rounded down. Pure: no solver, no I/O. See docs/planner.md.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import numpy as np
-
 from planner.inputs import ConfigKey, PlannerInput, SloClass
+from planner.prune import undominated
 
 Cell = tuple[int, ConfigKey, float]  # (class index, configuration, utilisation level ρ)
 P_GRID = 10_000  # attainment is kept to 4 decimals (rounded down)
@@ -164,7 +163,7 @@ def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
         found = _config_cells(inp, cfg, prune, steps)
         if found:
             cells[cfg] = found
-    keep = _undominated(inp, cells, accuracy) if prune else sorted(cells)
+    keep = undominated(inp, cells, accuracy) if prune else sorted(cells)
     table = CapacityTable(cells={}, accuracy=accuracy, configs=keep)
     for cfg in keep:
         for (ci, rho), est in cells[cfg].items():
@@ -205,33 +204,3 @@ def _memo(fn: Callable[[int], float]) -> Callable[[int], float]:
         return cache[n]
 
     return get
-
-
-def _undominated(
-    inp: PlannerInput, cells: dict[ConfigKey, dict[tuple[int, float], Estimate]],
-    accuracy: dict[ConfigKey, float],
-) -> list[ConfigKey]:  # fmt: skip
-    """Configurations no other configuration of the same TP degree beats everywhere.
-
-    A dominates B when A's accuracy is ≥ and, for every (class, ρ) cell B has, A has it too
-    with capacity μ and attainment p both ≥. Exact: an instance of B can become one of A and
-    carry the same load at no loss. Configurations the current plan runs are always kept
-    (the retune penalty depends on them).
-    """
-    configs = sorted(cells)
-    slots = sorted({key for found in cells.values() for key in found})
-    index = {key: i for i, key in enumerate(slots)}
-    vec = np.full((len(configs), 1 + 2 * len(slots)), -np.inf)  # missing cell: -inf
-    for row, cfg in enumerate(configs):
-        vec[row, 0] = accuracy[cfg]
-        for key, est in cells[cfg].items():
-            vec[row, 1 + 2 * index[key]] = est.rate_rps
-            vec[row, 2 + 2 * index[key]] = est.attainment
-    ge = (vec[:, None, :] >= vec[None, :, :]).all(axis=2)  # ge[a, b]: a ≥ b everywhere
-    gt = (vec[:, None, :] > vec[None, :, :]).any(axis=2)
-    same_tp = np.array([[a.tp == b.tp for b in configs] for a in configs])
-    earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
-    dom = ge & same_tp & (gt | earlier)
-    np.fill_diagonal(dom, False)
-    dominated = [bool(dom[:, j].any()) for j in range(len(configs))]
-    return [c for c, out in zip(configs, dominated, strict=True) if not out or c in inp.current]

@@ -7,9 +7,17 @@ from dataclasses import replace
 import pytest
 
 from common.costmodel import Coeffs, CostModel
-from planner.capacity import build_table, erlang_c, estimate, queue_estimate, steps_per_request
+from planner.capacity import (
+    Estimate,
+    build_table,
+    erlang_c,
+    estimate,
+    queue_estimate,
+    steps_per_request,
+)
 from planner.defaults import example_cost_model, example_quality_profile
 from planner.inputs import ConfigKey, PlannerInput, SloClass, nodes_of, validate
+from planner.prune import undominated
 from tests.planner_helpers import small_input
 
 
@@ -82,3 +90,19 @@ def test_capacity_model_is_conservative_against_the_simulator(
     assert row["requests"] > 100
     assert row["predicted_attainment"] <= row["simulated_attainment"] + 0.03
     assert row["predicted_attainment"] > 0.5 and row["simulated_attainment"] > 0.9
+
+
+def test_pruning_matches_cells_across_levels() -> None:
+    """B's cells at ρ 0.85 are beaten by A's at ρ 0.5 (more capacity there, same or better p):
+    B goes although no cell of A beats B's at the same level; C has the better accuracy: stays."""
+    inp = small_input(utilisations=(0.5, 0.85))
+    a, b, c = ConfigKey(1, 0.7, 8), ConfigKey(1, 0.7, 4), ConfigKey(1, 0.9, 4)
+
+    def cells(rate: float, p_low: float, p_high: float) -> dict[tuple[int, float], Estimate]:
+        low, high = Estimate(1.0, rate, 0.0, p_low), Estimate(1.0, rate, 0.0, p_high)
+        return {(0, 0.5): low, (0, 0.85): high}
+
+    table = {a: cells(4.0, 0.99, 0.9), b: cells(2.0, 0.98, 0.95), c: cells(2.0, 0.98, 0.95)}
+    accuracy = {a: 0.76, b: 0.76, c: 0.80}
+    assert undominated(inp, table, accuracy) == [a, c]
+    assert undominated(replace(inp, current={b: 1}), table, accuracy) == [b, a, c]

@@ -1,0 +1,74 @@
+"""Exact pruning of dominated configurations before the MIP is built. Pure (numpy, no solver).
+
+Fewer configurations mean fewer integer variables, and most of the planner's solve time is
+branching on them (small clusters, where the LP relaxation is loose, most of all).
+
+Configuration A dominates B (same TP degree) when A's accuracy is ≥ B's and every cell B has,
+(class c, level ρ) with effective capacity e = ρ·μ and attainment p, is matched by a cell of A
+for the same class, at any level ρ', with e' ≥ e and p' ≥ p. Exact: an instance of B can become
+one of A; each slice of load B planned at ρ moves to A's level ρ', where it occupies
+λx/(ρ'μ_A) ≤ λx/(ρμ_B) instances and meets its SLO at least as often; routing, nodes, GPUs and the
+accuracy margin are no worse. Configurations the current plan runs or routes to are always kept
+(the move, retune and rerouting penalties depend on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from planner.inputs import ConfigKey, PlannerInput
+
+if TYPE_CHECKING:
+    from planner.capacity import Estimate
+
+Cells = Mapping[ConfigKey, Mapping[tuple[int, float], "Estimate"]]
+
+
+def undominated(
+    inp: PlannerInput, cells: Cells, accuracy: Mapping[ConfigKey, float]
+) -> list[ConfigKey]:
+    """Configurations (sorted) that no other configuration dominates, plus the current ones."""
+    configs = sorted(cells)
+    ge = _covers(inp, configs, cells)
+    acc = np.array([accuracy[k] for k in configs])
+    tp = np.array([k.tp for k in configs])
+    ge &= (acc[:, None] >= acc[None, :]) & (tp[:, None] == tp[None, :])
+    # ge[a, b]: a is at least as good as b. Equals (ge both ways) break toward the earlier one,
+    # so exactly one of a tied group stays; this keeps the relation a strict partial order.
+    earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
+    dom = ge & (~ge.T | earlier)
+    np.fill_diagonal(dom, False)
+    kept = _in_use(inp)
+    return [k for j, k in enumerate(configs) if not dom[:, j].any() or k in kept]
+
+
+def _covers(inp: PlannerInput, configs: list[ConfigKey], cells: Cells) -> npt.NDArray[np.bool_]:
+    """covers[a, b]: every cell of b is matched (e and p both ≥) by a cell of a, same class."""
+    capacity, attainment = _cell_arrays(inp, configs, cells)  # [K, C, L] each, −inf: no cell
+    # [a, b, c, l_b, l_a]: a's level l_a matches b's level l_b
+    match = (capacity[:, None, :, None, :] >= capacity[None, :, :, :, None]) & (
+        attainment[:, None, :, None, :] >= attainment[None, :, :, :, None]
+    )
+    return match.any(axis=4).all(axis=(2, 3))  # a missing cell (−inf) of b is matched by any
+
+
+def _cell_arrays(
+    inp: PlannerInput, configs: list[ConfigKey], cells: Cells
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    levels = {rho: i for i, rho in enumerate(sorted(inp.utilisations))}
+    shape = (len(configs), len(inp.classes), len(levels))
+    capacity, attainment = np.full(shape, -np.inf), np.full(shape, -np.inf)
+    for row, k in enumerate(configs):
+        for (c, rho), est in cells[k].items():
+            capacity[row, c, levels[rho]] = rho * est.rate_rps
+            attainment[row, c, levels[rho]] = est.attainment
+    return capacity, attainment
+
+
+def _in_use(inp: PlannerInput) -> set[ConfigKey]:
+    routed = {k for shares in inp.current_routing.values() for k, s in shares.items() if s > 0}
+    return {k for k, n in inp.current.items() if n > 0} | routed
