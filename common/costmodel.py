@@ -6,8 +6,11 @@ linear model (the refresh/reuse asymmetry is explicit):
     reuse_ms = a + r · rows + b · Σ q_i + d · Σ q_i · L_i   (cached rows, q_i fed tokens)
 (a: per-step fixed cost, r: per-row gathers and bookkeeping, b: linear layers, d: attention)
 Coefficients are fitted by least squares from measured steps (`dilaserve profile`) and corrected
-online by an EWMA of the measured/predicted ratio. Pure Python: used by workers, the gateway's
-admission, the planner and the simulator alike.
+online by an EWMA of the measured/predicted ratio. A step's wall time also holds what runs around
+the forwards (scheduling, publishing progress, the I/O threads, other processes on the cores):
+an EWMA of that per-step overhead, measured between back-to-back steps, is added to every
+prediction, so request-level predictions are in wall-clock time. Pure Python: used by workers,
+the gateway's admission, the planner and the simulator alike.
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ class CostModel:
     coeffs: dict[int, Coeffs]  # tp degree → coefficients
     ewma_alpha: float = 0.1
     correction: dict[tuple[int, str], float] = field(default_factory=dict)  # online ratio
+    overhead_ms: dict[int, float] = field(default_factory=dict)  # tp → wall time outside forwards
 
     # ---- step time ----
 
     def step_ms(self, shape: StepShape, tp: int = 1) -> float:
+        """Predicted wall time of a step: its forwards plus the per-step overhead."""
         f, r = self.sub_batch_ms(shape, tp)
-        return f + r
+        return f + r + self.overhead_ms.get(tp, 0.0)
 
     def sub_batch_ms(self, shape: StepShape, tp: int = 1) -> tuple[float, float]:
         f, r = self._coeffs(tp).predict(shape)
@@ -88,6 +93,12 @@ class CostModel:
                     1 - self.ewma_alpha
                 ) * old + self.ewma_alpha * meas / pred
 
+    def observe_wall(self, wall_ms: float, forward_ms: float, tp: int = 1) -> None:
+        """Online overhead from a step's wall time (start to the next back-to-back start)."""
+        extra_ms = max(0.0, wall_ms - forward_ms)
+        old = self.overhead_ms.get(tp, extra_ms)
+        self.overhead_ms[tp] = (1 - self.ewma_alpha) * old + self.ewma_alpha * extra_ms
+
     def _coeffs(self, tp: int) -> Coeffs:
         if tp in self.coeffs:
             return self.coeffs[tp]
@@ -103,17 +114,19 @@ class CostModel:
         1/steps_per_block; a sub-batch's fixed cost is paid only when it has a row."""
         c = self._coeffs(tp)
         B, L = float(batch_size), float(canvas_len)
+        overhead_ms = self.overhead_ms.get(tp, 0.0)
         if cache_mode == "none":
             full = c.full[0] + _linear(c.full, B, B * L, B * L * L)
-            return full * self.correction.get((tp, "full"), 1.0)
+            return full * self.correction.get((tp, "full"), 1.0) + overhead_ms
         p = min(1.0, 1.0 / max(steps_per_block, 1.0))
         q = float(block_length) if cache_mode == "dual" else L  # prefix feeds the suffix too
         n_full, n_reuse = B * p, B * (1.0 - p)
         full = (1 - (1 - p) ** B) * c.full[0] + _linear(c.full, n_full, n_full * L, n_full * L * L)
         reuse = (1 - p**B) * c.reuse[0] + _linear(c.reuse, n_reuse, n_reuse * q, n_reuse * q * L)
-        return full * self.correction.get((tp, "full"), 1.0) + reuse * self.correction.get(
+        corrected = full * self.correction.get((tp, "full"), 1.0) + reuse * self.correction.get(
             (tp, "reuse"), 1.0
         )
+        return corrected + overhead_ms
 
     def remaining_steps(
         self, masked_left: int, block_length: int, profile: QualityProfile, tau: float,

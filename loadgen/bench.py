@@ -9,7 +9,6 @@ steps per class; plus the workers' own cost-model prediction errors. Writes JSON
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -65,6 +64,7 @@ def _stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) -
         # Load generator, gateway, Redis and workers share this machine's cores: a starved
         # gateway must not read a slow Redis reply as an outage.
         "DILA_REDIS__SOCKET_TIMEOUT_S": "5",
+        "DILA_REDIS__CONNECT_TIMEOUT_S": "5",
     }
 
 
@@ -73,7 +73,7 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     from common.redis_server import free_port
     from dilaserve.localstack import LocalStack
     from loadgen.metrics import by_class
-    from loadgen.replay import replay
+    from loadgen.replay import run_replay
 
     data_dir = args.data_dir / policy
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh Redis: no answers from an earlier run
@@ -85,7 +85,7 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     try:
         for rate, planned in plans.items():
             jobs = [_job(p, f"{policy}-r{rate:g}") for p in planned]
-            outcomes = asyncio.run(replay(stack.url, jobs, on_done=bar.update))
+            outcomes = run_replay(stack.url, jobs, on_done=bar.update)
             runs.append({"rate": rate, "policy": policy,
                          "classes": by_class(outcomes, args.duration),
                          "cost_model": _prediction_errors(stack)})  # fmt: skip
@@ -122,7 +122,7 @@ def _prediction_errors(stack: Any) -> dict[str, float]:
     for w in client.smembers(keys.workers()):
         h = client.hgetall(keys.worker(w))
         for k, v in h.items():
-            if k.startswith("cost_") and k.endswith("median_abs_error"):
+            if k.startswith("cost_") and not k.endswith("_samples"):
                 out.setdefault(k, []).append(float(v))
     client.close()
     return {k: sum(v) / len(v) for k, v in out.items()}

@@ -35,6 +35,10 @@ def add_workload_arguments(p: argparse.ArgumentParser, rates: str) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_arguments(p, rates="20,40,60,80")
     p.add_argument("--out", type=Path, default=Path("bench_out/simulate.json"))
+    p.add_argument("--slowdown", type=float, default=1.0,
+                   help="true step time = cost model × this (a slower or shared machine)")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="σ of a median-1 log-normal noise factor on every step time")
 
 
 def load_models(model_dir: Path) -> tuple[Any, Any]:
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         for policy in args.policies.split(","):
             cfg = SimConfig(
                 args.instances, PolicyCfg(name=policy), args.max_batch_size, seed=args.seed,
-                queue_by_arrival=policy == "fcfs-fixed",
+                queue_by_arrival=policy == "fcfs-fixed", slowdown=args.slowdown,
+                jitter=args.jitter,
             )  # fmt: skip
             summary = by_class(simulate(cfg, cost, profile, reqs), args.duration)
             tau = summary["all"].get("mean_tau")

@@ -58,6 +58,44 @@ def test_online_correction_follows_measured_times() -> None:
     assert cost.step_ms(shape) == pytest.approx(1.5 * predicted, rel=0.02)
 
 
+def test_wall_time_overhead_is_learned_and_added_to_predictions() -> None:
+    coeffs = {1: Coeffs(full=[2.0, 0.0, 0.05, 0.0], reuse=[1.0, 0.0, 0.02, 0.0])}
+    cost, plain = CostModel(dict(coeffs)), CostModel(dict(coeffs))
+    shape = StepShape(SubBatch(1, 80, 6400), SubBatch(3, 48, 3840))
+    forward_ms = cost.step_ms(shape)
+    for _ in range(200):
+        cost.observe_wall(forward_ms + 3.0, forward_ms)
+    assert cost.step_ms(shape) == pytest.approx(forward_ms + 3.0, rel=1e-3)
+    steady = cost.batch_step_ms(4, 80, 16, 4.0) - plain.batch_step_ms(4, 80, 16, 4.0)
+    assert steady == pytest.approx(3.0, rel=1e-3)
+    assert cost.sub_batch_ms(shape) == plain.sub_batch_ms(shape)  # the forwards stay as fitted
+
+
+def test_scheduler_measures_wall_time_between_back_to_back_steps() -> None:
+    from loadgen.sim.runner import SimRunner
+    from tests.sched_helpers import MASK, make_cost, make_request, make_scheduler
+
+    sched = make_scheduler("dilaserve")
+    runner = SimRunner(make_cost(), make_profile(), MASK)
+    for i in range(4):
+        sched.add(make_request(i, deadline_ms=1e9))
+    now = 0.0
+    while sched.has_work:
+        plan = sched.schedule(now)
+        result = runner.execute(plan)
+        now += 1e3 * result.step_s
+        sched.update(plan, result, now)
+        now += 2.5  # publishing, claiming, other processes: outside the forwards
+    overhead_ms = sched.policy.cost.overhead_ms[1]
+    assert overhead_ms == pytest.approx(2.5, rel=0.05)
+    errors = sched.predictions.summary()
+    assert errors["step_median_abs_error"] < 0.01 and errors["forward_median_abs_error"] < 0.01
+    # An idle gap after the last request is not a step's: the next step starts a fresh measure.
+    sched.add(make_request(9, deadline_ms=1e9))
+    plan = sched.schedule(now + 10_000.0)
+    assert sched.policy.cost.overhead_ms[1] == overhead_ms
+
+
 def test_remaining_steps_use_the_quality_profile() -> None:
     cost, profile = CostModel({1: Coeffs()}), make_profile()
     assert cost.remaining_steps(64, 16, profile, 1.0) == 64

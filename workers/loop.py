@@ -279,3 +279,6 @@ class WorkerLoop:
             "max_batch_size": str(self.sched.cfg.max_batch_size),
             **{f"cost_{k}": f"{v:.4f}" for k, v in self.sched.predictions.summary().items()},
         }
+        if self.sched.policy.cost is not None:
+            overhead_ms = self.sched.policy.cost.overhead_ms.get(self.sched.cfg.policy.tp, 0.0)
+            self.io.stats.heartbeat["cost_step_overhead_ms"] = f"{overhead_ms:.3f}"

@@ -9,6 +9,7 @@ time jumps from event to event, so thousands of GPUs simulate in seconds.
 from __future__ import annotations
 
 import bisect
+import copy
 import heapq
 from dataclasses import dataclass, field
 
@@ -58,16 +59,21 @@ class SimConfig:
     # Claims skip requests whose deadline is closer than this (they cannot make it even alone
     # at the floor) and move them to the best-effort lane; 0 disables (the fixed baselines).
     min_service_ms: float = 0.0
+    slowdown: float = 1.0  # true step times = the cost model's × this (SimRunner)
+    jitter: float = 0.0  # and × a median-1 log-normal factor of this σ
 
 
 def simulate(
     cfg: SimConfig, cost: CostModel, profile: QualityProfile, requests: list[SimRequest]
 ) -> list[Outcome]:
     sched_cfg = SchedulerConfig(MASK, EOS, cfg.max_batch_size, policy=cfg.policy)
+    # Each scheduler corrects its own copy of the model online, as each worker does; the
+    # runners' truth stays the model as given (times slowdown and jitter).
+    truth = copy.deepcopy(cost)
     insts = [
         _Instance(
-            Scheduler(sched_cfg, cost, profile),
-            SimRunner(cost, profile, MASK, cfg.seed + i, cfg.tp),
+            Scheduler(sched_cfg, copy.deepcopy(cost), profile),
+            SimRunner(truth, profile, MASK, cfg.seed + i, cfg.tp, cfg.slowdown, cfg.jitter),
         )
         for i in range(cfg.num_instances)
     ]

@@ -41,9 +41,14 @@ class SimRunner:
         mask_token_id: int,
         seed: int = 0,
         tp: int = 1,
+        slowdown: float = 1.0,
+        jitter: float = 0.0,
     ) -> None:
         self.cost, self.profile, self.mask, self.tp = cost, profile, mask_token_id, tp
         self.rng = random.Random(seed)
+        # A machine slower than the profiled one (slowdown) and noisy step times (jitter: σ of a
+        # median-1 log-normal factor per sub-batch), as on cores shared with other processes.
+        self.slowdown, self.jitter = slowdown, jitter
         self.seqs: dict[str, _Seq] = {}
 
     def execute(self, plan: StepPlan) -> StepResult:
@@ -55,14 +60,21 @@ class SimRunner:
             )
         steps = [s for s in plan.steps if s.req_id in self.seqs]
         shape = self._shape(steps)
-        full_ms, reuse_ms = self.cost.sub_batch_ms(shape, self.tp)
+        full_ms, reuse_ms = (self._noisy(ms) for ms in self.cost.sub_batch_ms(shape, self.tp))
         result = StepResult(full_s=full_ms / 1e3, reuse_s=reuse_ms / 1e3)
-        result.num_full_tokens, result.num_reuse_tokens = (
-            shape.full.num_tokens,
-            shape.reuse.num_tokens,
-        )
+        # The step's composition, as the real runner reports it (the cost model's online
+        # correction and its prediction errors read it).
+        full, reuse = shape.full, shape.reuse
+        result.num_full_rows, result.num_reuse_rows = full.num_rows, reuse.num_rows
+        result.num_full_tokens, result.num_reuse_tokens = full.num_tokens, reuse.num_tokens
+        result.full_attn_area, result.reuse_attn_area = full.attn_area, reuse.attn_area
         result.outputs = [self._commit(s) for s in steps]
         return result
+
+    def _noisy(self, ms: float) -> float:
+        if self.jitter and ms:
+            ms *= self.rng.lognormvariate(0.0, self.jitter)
+        return ms * self.slowdown
 
     def _shape(self, steps: list[SeqStep]) -> StepShape:
         full = [self.seqs[s.req_id] for s in steps if s.phase is not Phase.REUSE]

@@ -80,6 +80,10 @@ class Policy:
         """`backlog`: work that cannot start now, in full batches."""
         return st.req.rule
 
+    def planned_tau(self, st: SeqState, batch_size: int, now_ms: float) -> float:
+        """The τ `rule_for` would choose now, without side effects (for predictions)."""
+        return self._fixed_tau(st)
+
     def _token_budget(self, running: list[SeqState]) -> float:
         if not self.cfg.max_batch_tokens:
             return float("inf")
@@ -153,15 +157,26 @@ class DeadlinePolicy(Policy):
         """The highest τ that meets the deadline, lowered further while work waits: a queue
         behind a full batch is load the threshold can absorb (more tokens per step, shorter
         stays), one ladder step per half batch of backlog."""
-        floor = self._floor(st)
+        tau = self._highest_on_time_tau(st, batch_size, now_ms, backlog)
+        if tau is None:
+            st.late = True
+            # Already late: finish at the floor, the fewest steps, so it stops holding a slot.
+            return ThresholdRule(self._floor(st))
+        return ThresholdRule(tau)
+
+    def planned_tau(self, st: SeqState, batch_size: int, now_ms: float) -> float:
+        tau = self._highest_on_time_tau(st, batch_size, now_ms, 0.0)
+        return self._floor(st) if tau is None else tau
+
+    def _highest_on_time_tau(
+        self, st: SeqState, batch_size: int, now_ms: float, backlog: float
+    ) -> float | None:
         ladder = self._ladder(st)
         shed = min(len(ladder) - 1, math.ceil(2 * backlog))
         for tau in ladder[shed:]:
             if self._finish_ms(st, tau, batch_size, now_ms) <= st.req.deadline_ms:
-                return ThresholdRule(tau)
-        st.late = True
-        # Already late: finish at the floor, the fewest steps, so it stops holding a batch slot.
-        return ThresholdRule(floor)
+                return tau
+        return None
 
     def is_hopeless(self, st: SeqState, batch_size: int, now_ms: float) -> bool:
         return self._finish_ms(st, self._floor(st), batch_size, now_ms) > st.req.deadline_ms

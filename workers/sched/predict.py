@@ -1,5 +1,7 @@
 """How well the cost model predicts: relative errors of step and completion-time predictions,
-kept over a rolling window so a worker can export them (and the benchmark can quote them)."""
+kept over a rolling window so a worker can export them (and the benchmark can quote them).
+`step` is a step's wall time (start to the next back-to-back start: what a request waits),
+`forward` the forwards alone (what the offline fit models)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ WINDOW = 4000
 class PredictionLog:
     step: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     completion: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    forward: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def record_step(self, predicted_ms: float, measured_ms: float) -> None:
         if measured_ms > 0:
@@ -23,9 +26,14 @@ class PredictionLog:
         if measured_ms > 0:
             self.completion.append(abs(predicted_ms - measured_ms) / measured_ms)
 
+    def record_forward(self, predicted_ms: float, measured_ms: float) -> None:
+        if measured_ms > 0:
+            self.forward.append(abs(predicted_ms - measured_ms) / measured_ms)
+
     def summary(self) -> dict[str, float]:
         out = {}
-        for name, errs in (("step", self.step), ("completion", self.completion)):
+        named = (("step", self.step), ("completion", self.completion), ("forward", self.forward))
+        for name, errs in named:
             if errs:
                 out[f"{name}_median_abs_error"] = statistics.median(errs)
                 out[f"{name}_samples"] = float(len(errs))

@@ -54,6 +54,10 @@ class Scheduler:
         self.predictions = PredictionLog()
         self.queue_depth = 0  # requests waiting in the pool's shared queue (the driver sets it)
         self._predicted: dict[str, tuple[float, float]] = {}  # id → (admitted at, finish) ms
+        self._step_started_ms = 0.0
+        # The last step, while its wall time is still open: (started, forward ms, predicted ms).
+        # It closes at the next schedule() if that follows back to back (work was left).
+        self._open_step: tuple[float, float, float] | None = None
 
     # ---- membership ----
 
@@ -102,6 +106,8 @@ class Scheduler:
     # ---- schedule ----
 
     def schedule(self, now_ms: float) -> StepPlan:
+        self._close_step(now_ms)
+        self._step_started_ms = now_ms
         plan = StepPlan(release=self._release)
         self._release = []
         self._pending.extend(self._drop_requested(plan, at_boundary_only=False))
@@ -136,9 +142,8 @@ class Scheduler:
         if self.policy.cost is not None:
             for req_id in decision.admit:
                 st = self.seqs[req_id]
-                tau = self.policy.rule_for(st, len(self.running), now_ms)
-                tau_v = tau.tau if isinstance(tau, ThresholdRule) else 1.0
-                finish = self.policy.predict_finish_ms(st, tau_v, len(self.running), now_ms)
+                tau = self.policy.planned_tau(st, len(self.running), now_ms)
+                finish = self.policy.predict_finish_ms(st, tau, len(self.running), now_ms)
                 self._predicted[req_id] = (now_ms, finish)
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
 
@@ -195,16 +200,33 @@ class Scheduler:
             if req_id in self.seqs:
                 updates.extend(self._fail(self.seqs[req_id], error))
         updates.extend(self._drop_requested(None, at_boundary_only=True))
+        if not self.has_work:  # the driver idles next: the gap to the next step is not this one's
+            self._open_step = None
         return updates
 
     def _observe_cost(self, result: StepResult) -> None:
-        """Score the cost model's prediction of this step, then correct it online."""
-        cost = self.policy.cost
+        """Score the cost model's prediction of this step's forwards, correct it online, and
+        open the step's wall-time measurement (closed by the next back-to-back schedule())."""
+        cost, tp = self.policy.cost, self.cfg.policy.tp
+        self._open_step = None
         if cost is None or not (result.full_s or result.reuse_s):
             return
         shape = shape_of(result)
-        self.predictions.record_step(cost.step_ms(shape, self.cfg.policy.tp), 1e3 * result.step_s)
-        cost.observe(shape, 1e3 * result.full_s, 1e3 * result.reuse_s, self.cfg.policy.tp)
+        forward_ms = 1e3 * result.step_s
+        predicted_ms = cost.step_ms(shape, tp)
+        self.predictions.record_forward(predicted_ms - cost.overhead_ms.get(tp, 0.0), forward_ms)
+        cost.observe(shape, 1e3 * result.full_s, 1e3 * result.reuse_s, tp)
+        self._open_step = (self._step_started_ms, forward_ms, predicted_ms)
+
+    def _close_step(self, now_ms: float) -> None:
+        """The previous step's wall time is known when this step follows it without idling."""
+        if self._open_step is None or self.policy.cost is None:
+            return
+        started_ms, forward_ms, predicted_ms = self._open_step
+        self._open_step = None
+        wall_ms = now_ms - started_ms
+        self.predictions.record_step(predicted_ms, wall_ms)
+        self.policy.cost.observe_wall(wall_ms, forward_ms, self.cfg.policy.tp)
 
     def _apply(self, out: SeqOutput) -> SeqUpdate:
         st = self.seqs[out.req_id]
