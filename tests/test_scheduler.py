@@ -78,6 +78,29 @@ def test_tau_rises_again_when_slack_returns() -> None:
     assert tight.tau < relaxed.tau == 0.9
 
 
+def test_a_deadline_at_risk_borrows_everyones_slack_until_it_passes() -> None:
+    sched = make_scheduler("dilaserve")
+    probe = make_request(0, deadline_ms=0.0)
+    sched.add(probe)
+    policy = sched.policy
+    assert isinstance(policy, DeadlinePolicy)
+    st = sched.seqs["r0"]
+    at_08, at_09 = (policy._finish_ms(st, t, 32, 0.0) for t in (0.8, 0.9))
+    tight = make_request(1, deadline_ms=(at_08 + at_09) / 2)  # meets it at 0.8, not at 0.9
+    loose = make_request(2, deadline_ms=1e7)
+    sched.add(tight)
+    sched.add(loose)
+    st_tight, st_loose = sched.seqs["r1"], sched.seqs["r2"]
+    assert policy.rule_for(st_loose, 32, 0.0).tau == 0.9  # no pressure yet: its own best
+    # It needs 0.8 for its own deadline: a deadline at risk, so every request (itself too)
+    # steps at its floor while the pressure lasts.
+    assert policy.rule_for(st_tight, 32, 0.0).tau == 0.5
+    assert policy.rule_for(st_loose, 32, 1.0).tau == 0.5
+    hold_ms = policy.cfg.pressure_hold_ms
+    assert policy.rule_for(st_loose, 32, hold_ms + 1.0).tau == 0.9  # pressure passed: back up
+    assert not st_tight.late and not st_loose.late
+
+
 def test_drop_class_expires_serve_class_finishes_late() -> None:
     hopeless = [
         make_request(0, 5.0, late_action="drop"),

@@ -30,6 +30,7 @@ class PolicyCfg:
     tau_ladder: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)  # highest first
     aging_per_s: float = 1.0  # cw-srpt: predicted steps forgiven per second waited
     safety: float = 0.9  # dilaserve: plan to finish within this share of the remaining slack
+    pressure_hold_ms: float = 2000.0  # dilaserve: how long a deadline at risk keeps τ at floors
     max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
     tp: int = 1
 
@@ -120,9 +121,33 @@ class Policy:
 
 
 class DeadlinePolicy(Policy):
-    """The `dilaserve` policy: deadline-aware admission and threshold control."""
+    """The `dilaserve` policy: deadline-aware admission and threshold control.
+
+    A request's τ is the highest that meets its own deadline, unless some deadline is at risk
+    (a request had to lower its τ for itself, or one could not be admitted or kept in time):
+    then for `pressure_hold_ms` every request steps at its floor. A request that lingers at a
+    high τ holds its batch slot longer and lengthens every step of its batch, so slack it does
+    not need is lent to the requests that do; when the pressure passes, τ goes back up."""
+
+    def __init__(self, cfg: PolicyCfg, cost: CostModel | None, profile: QualityProfile | None):
+        super().__init__(cfg, cost, profile)
+        self.pressure_until_ms = -math.inf
+
+    def under_pressure(self, now_ms: float) -> bool:
+        return now_ms < self.pressure_until_ms
+
+    def note_pressure(self, now_ms: float) -> None:
+        self.pressure_until_ms = now_ms + self.cfg.pressure_hold_ms
 
     def admit(
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
+    ) -> Decision:
+        out = self._admit(waiting, running, free, now_ms)
+        if out.expire or out.defer:
+            self.note_pressure(now_ms)
+        return out
+
+    def _admit(
         self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
     ) -> Decision:
         out = Decision()
@@ -157,12 +182,17 @@ class DeadlinePolicy(Policy):
         """The highest τ that meets the deadline, lowered further while work waits: a queue
         behind a full batch is load the threshold can absorb (more tokens per step, shorter
         stays), one ladder step per half batch of backlog."""
-        tau = self._highest_on_time_tau(st, batch_size, now_ms, backlog)
-        if tau is None:
+        own = self._highest_on_time_tau(st, batch_size, now_ms, 0.0)
+        if own is None:
             st.late = True
             # Already late: finish at the floor, the fewest steps, so it stops holding a slot.
             return ThresholdRule(self._floor(st))
-        return ThresholdRule(tau)
+        if own < self._fixed_tau(st):
+            self.note_pressure(now_ms)  # its own deadline needed a lower τ: slack is short
+        if self.under_pressure(now_ms):
+            return ThresholdRule(self._floor(st))
+        tau = self._highest_on_time_tau(st, batch_size, now_ms, backlog)
+        return ThresholdRule(own if tau is None else tau)
 
     def planned_tau(self, st: SeqState, batch_size: int, now_ms: float) -> float:
         tau = self._highest_on_time_tau(st, batch_size, now_ms, 0.0)

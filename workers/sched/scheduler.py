@@ -154,6 +154,7 @@ class Scheduler:
         for st in running:
             if st.req.late_action == "drop" and self.policy.is_hopeless(st, len(running), now_ms):
                 self._expire(st)
+                self.policy.note_pressure(now_ms)
 
     def _expire(self, st: SeqState) -> None:
         self._finish(st, SeqStatus.EXPIRED, runner_released=False)
