@@ -106,3 +106,20 @@ def test_pruning_matches_cells_across_levels() -> None:
     accuracy = {a: 0.76, b: 0.76, c: 0.80}
     assert undominated(inp, table, accuracy) == [a, c]
     assert undominated(replace(inp, current={b: 1}), table, accuracy) == [b, a, c]
+
+
+def test_pruning_lets_smaller_groups_stand_in_for_a_larger_one() -> None:
+    """Two TP-1 instances of A carry what one TP-2 instance of B does (4 ≥ 3.5 req/s on the
+    same 2 GPUs, p no worse): B goes, unless the current plan runs a TP-2 group (moving it
+    costs the move penalty, so B may be worth keeping). C has more capacity than two A's: stays."""
+    inp = small_input(utilisations=(0.5, 0.85))
+    a, b, c = ConfigKey(1, 0.7, 8), ConfigKey(2, 0.7, 8), ConfigKey(2, 0.7, 4)
+    table = {
+        a: {(0, 0.85): Estimate(1.0, 2.0, 0.0, 0.95)},
+        b: {(0, 0.85): Estimate(1.0, 3.5, 0.0, 0.95)},
+        c: {(0, 0.85): Estimate(1.0, 4.5, 0.0, 0.90)},  # lower p: C does not dominate B
+    }
+    accuracy = {a: 0.76, b: 0.76, c: 0.76}
+    assert undominated(inp, table, accuracy) == [a, c]
+    running_tp2 = replace(inp, current={ConfigKey(2, 0.9, 4): 1})
+    assert undominated(running_tp2, table, accuracy) == [a, c, b]
