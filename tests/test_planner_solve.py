@@ -35,12 +35,21 @@ def _brute_force_optimum(case: str) -> float:
     return brute_force(inp, build_table(inp, prune=False))[0]  # unpruned: pruning is exact
 
 
-@pytest.mark.parametrize("staged", [True, False], ids=["staged", "cold"])
+# "lean": no pools beyond the LP's, so the restricted MIP leaves most out and the reduced-cost
+# bound (and, where it is not enough, the widened MIP) must prove the left-out pools useless.
+SOLVE_MODES = {
+    "staged": replace(EXACT, staged=True),
+    "lean": replace(EXACT, staged=True, num_extra_pools=0),
+    "cold": replace(EXACT, staged=False),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SOLVE_MODES))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_mip_finds_the_brute_force_optimum(case: str, staged: bool) -> None:
+def test_mip_finds_the_brute_force_optimum(case: str, mode: str) -> None:
     inp = small_input(**CASES[case])  # type: ignore[arg-type]
     best = _brute_force_optimum(case)
-    d = plan(inp, options=replace(EXACT, staged=staged))
+    d = plan(inp, options=SOLVE_MODES[mode])
     assert d.status == PlanStatus.OPTIMAL, d.reason
     assert d.objective == pytest.approx(best, rel=1e-7, abs=1e-7)
     assert d.gpus_used <= inp.num_gpus
