@@ -53,8 +53,10 @@ class Policy:
         self.cfg, self.cost, self.profile = cfg, cost, profile
 
     def admit(
-        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
-    ) -> Decision:
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
+        backlog: float = 0.0,
+    ) -> Decision:  # fmt: skip
+        """`backlog`: work waiting beyond the free slots (here and in the pool), in batches."""
         ordered = sorted(waiting, key=lambda st: self.order_key(st, now_ms))
         budget = self._token_budget(running)
         out = Decision()
@@ -140,23 +142,37 @@ class DeadlinePolicy(Policy):
         self.pressure_until_ms = now_ms + self.cfg.pressure_hold_ms
 
     def admit(
-        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
-    ) -> Decision:
-        out = self._admit(waiting, running, free, now_ms)
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
+        backlog: float = 0.0,
+    ) -> Decision:  # fmt: skip
+        out = self._admit(waiting, running, free, now_ms, backlog)
         if out.expire or out.defer:
             self.note_pressure(now_ms)
         return out
 
+    def should_expire(self, st: SeqState, batch_size: int, now_ms: float, backlog: float) -> bool:
+        """A `drop` request leaves once its deadline has passed, or once it is predicted to
+        miss while other work waits for its slot. With capacity to spare it keeps its chance:
+        predictions are conservative, and serving it costs nobody anything."""
+        if st.req.late_action != "drop":
+            return False
+        if now_ms >= st.req.deadline_ms:
+            return True
+        return backlog > 0 and self.is_hopeless(st, batch_size, now_ms)
+
     def _admit(
-        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float
-    ) -> Decision:
+        self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
+        backlog: float,
+    ) -> Decision:  # fmt: skip
         out = Decision()
-        on_time, late = [], []
+        on_time, late, spare = [], [], []
         for st in sorted(waiting, key=lambda s: (s.req.deadline_ms, s.seq_no)):
-            if self._finish_ms(st, self._floor(st), len(running) + 1, now_ms) <= st.req.deadline_ms:
+            if self.should_expire(st, len(running) + 1, now_ms, backlog):
+                out.expire.append(st.req_id)
+            elif not self.is_hopeless(st, len(running) + 1, now_ms):
                 on_time.append(st)
             elif st.req.late_action == "drop":
-                out.expire.append(st.req_id)
+                spare.append(st)  # predicted late, but nothing waits for its slot: a chance
             else:
                 late.append(st)  # best effort, behind every request that can still make it
         if on_time and late:
@@ -166,11 +182,12 @@ class DeadlinePolicy(Policy):
             late = []
         batch = list(running)
         budget = self._token_budget(running)
-        for st in on_time + late:
+        for st in on_time + spare + late:
             if len(out.admit) >= free or len(st.canvas) > budget:
                 break
             if st in on_time and not self._all_on_time(batch + [st], now_ms):
                 continue  # would make someone late: a later-deadline request may still fit
+            st.late = st.late or st not in on_time  # it constrains no one else's admission
             out.admit.append(st.req_id)
             batch.append(st)
             budget -= len(st.canvas)

@@ -122,11 +122,15 @@ class Scheduler:
 
     def _admit(self, plan: StepPlan, now_ms: float) -> None:
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
+        # Work beyond the free slots, here and in the pool queue: when some waits, capacity is
+        # contested and requests predicted to miss give way (DeadlinePolicy.should_expire).
+        free = self.num_free_slots
+        contested = max(0, len(self.waiting) + self.queue_depth - free) / self.cfg.max_batch_size
         running = [self.seqs[r] for r in self.running]
-        self._expire_hopeless(running, now_ms)
+        self._expire_hopeless(running, now_ms, contested)
         running = [self.seqs[r] for r in self.running]
         waiting = [self.seqs[r] for r in self.waiting]
-        decision = self.policy.admit(waiting, running, self.num_free_slots, now_ms)
+        decision = self.policy.admit(waiting, running, self.num_free_slots, now_ms, contested)
         for req_id in decision.expire:
             self._expire(self.seqs[req_id])
         for req_id in decision.defer:
@@ -147,12 +151,12 @@ class Scheduler:
                 self._predicted[req_id] = (now_ms, finish)
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
 
-    def _expire_hopeless(self, running: list[SeqState], now_ms: float) -> None:
-        """Running requests of `drop` classes that cannot make it even at their floor leave."""
+    def _expire_hopeless(self, running: list[SeqState], now_ms: float, backlog: float) -> None:
+        """Running requests of `drop` classes that are lost causes leave (see should_expire)."""
         if not isinstance(self.policy, DeadlinePolicy):
             return
         for st in running:
-            if st.req.late_action == "drop" and self.policy.is_hopeless(st, len(running), now_ms):
+            if self.policy.should_expire(st, len(running), now_ms, backlog):
                 self._expire(st)
                 self.policy.note_pressure(now_ms)
 
