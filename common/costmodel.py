@@ -16,10 +16,13 @@ the gateway's admission, the planner and the simulator alike.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.quality import QualityProfile
+
+OVERHEAD_STEP_MS = 0.02  # streaming-median step of the per-step overhead estimate
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,20 +87,27 @@ class CostModel:
         )
 
     def observe(self, shape: StepShape, full_ms: float, reuse_ms: float, tp: int = 1) -> None:
-        """Online correction from a measured step: EWMA of measured / predicted per kind."""
+        """Online correction from a measured step: an EWMA of log(measured / predicted) per
+        kind. Step times on shared cores are right-skewed (a preempted step takes twice as
+        long); averaging logs tracks the typical step, where averaging ratios would let the
+        rare slow ones bias every prediction pessimistic."""
         pf, pr = self._coeffs(tp).predict(shape)
         for kind, pred, meas in (("full", pf, full_ms), ("reuse", pr, reuse_ms)):
             if pred > 0 and meas > 0:
-                old = self.correction.get((tp, kind), 1.0)
-                self.correction[(tp, kind)] = (
-                    1 - self.ewma_alpha
-                ) * old + self.ewma_alpha * meas / pred
+                old = math.log(self.correction.get((tp, kind), 1.0))
+                new = (1 - self.ewma_alpha) * old + self.ewma_alpha * math.log(meas / pred)
+                self.correction[(tp, kind)] = math.exp(new)
 
     def observe_wall(self, wall_ms: float, forward_ms: float, tp: int = 1) -> None:
-        """Online overhead from a step's wall time (start to the next back-to-back start)."""
+        """Online overhead from a step's wall time (start to the next back-to-back start): a
+        streaming median (each step moves it OVERHEAD_STEP_MS towards the sample), robust to
+        the odd long gap (a garbage collection, a burst of claims)."""
         extra_ms = max(0.0, wall_ms - forward_ms)
-        old = self.overhead_ms.get(tp, extra_ms)
-        self.overhead_ms[tp] = (1 - self.ewma_alpha) * old + self.ewma_alpha * extra_ms
+        old = self.overhead_ms.get(tp)
+        if old is None:
+            self.overhead_ms[tp] = extra_ms
+        elif extra_ms != old:
+            self.overhead_ms[tp] = max(0.0, old + math.copysign(OVERHEAD_STEP_MS, extra_ms - old))
 
     def _coeffs(self, tp: int) -> Coeffs:
         if tp in self.coeffs:

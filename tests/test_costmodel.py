@@ -58,6 +58,19 @@ def test_online_correction_follows_measured_times() -> None:
     assert cost.step_ms(shape) == pytest.approx(1.5 * predicted, rel=0.02)
 
 
+def test_online_correction_tracks_the_typical_step_not_the_rare_slow_one() -> None:
+    cost = CostModel({1: Coeffs(full=[2.0, 0.0, 0.05, 0.0], reuse=[1.0, 0.0, 0.02, 0.0])})
+    shape = StepShape(full=SubBatch(4, 320, 320 * 80), reuse=SubBatch(4, 64, 64 * 80))
+    f, r = cost.sub_batch_ms(shape)
+    rng = random.Random(0)
+    for _ in range(400):  # one step in ten is preempted and takes 3× as long
+        slow = 3.0 if rng.random() < 0.1 else 1.0
+        cost.observe(shape, slow * f, slow * r)
+    # The median step is the profiled one; averaging ratios would sit ~20 % above it.
+    assert cost.correction[(1, "full")] == pytest.approx(1.0, abs=0.15)
+    assert cost.correction[(1, "reuse")] == pytest.approx(1.0, abs=0.15)
+
+
 def test_wall_time_overhead_is_learned_and_added_to_predictions() -> None:
     coeffs = {1: Coeffs(full=[2.0, 0.0, 0.05, 0.0], reuse=[1.0, 0.0, 0.02, 0.0])}
     cost, plain = CostModel(dict(coeffs)), CostModel(dict(coeffs))

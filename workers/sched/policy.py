@@ -213,7 +213,7 @@ class DeadlinePolicy(Policy):
 
     def planned_tau(self, st: SeqState, batch_size: int, now_ms: float) -> float:
         tau = self._highest_on_time_tau(st, batch_size, now_ms, 0.0)
-        return self._floor(st) if tau is None else tau
+        return self._floor(st) if tau is None or self.under_pressure(now_ms) else tau
 
     def _highest_on_time_tau(
         self, st: SeqState, batch_size: int, now_ms: float, backlog: float
