@@ -60,9 +60,18 @@ class EngineCfg(BaseModel):
 
 class SchedulerCfg(BaseModel):
     policy: Literal["fcfs-fixed", "edf-fixed", "cw-srpt", "dilaserve"] = "dilaserve"
-    tau_ladder: list[float] = Field([0.9, 0.8, 0.7, 0.6, 0.5], description="highest first")
+    tau_ladder: list[float] = Field(
+        [0.9, 0.85, 0.8, 0.7, 0.6, 0.5], description="highest first"
+    )
     safety: float = Field(0.9, gt=0, le=1, description="plan to finish within this share of slack")
     max_batch_tokens: int = Field(0, ge=0, description="Σ canvas tokens per batch; 0 = no limit")
+    pressure_hold_ms: float = Field(
+        2000.0, ge=0, description="how long a deadline at risk keeps the others' τ lowered"
+    )
+    accuracy_budget_points: float = Field(
+        1.0, ge=0,
+        description="lending slack may cost at most this much accuracy (quality profile, points)",
+    )  # fmt: skip
 
 
 class GatewayCfg(BaseModel):

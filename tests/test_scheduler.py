@@ -92,10 +92,11 @@ def test_a_deadline_at_risk_borrows_everyones_slack_until_it_passes() -> None:
     sched.add(loose)
     st_tight, st_loose = sched.seqs["r1"], sched.seqs["r2"]
     assert policy.rule_for(st_loose, 32, 0.0).tau == 0.9  # no pressure yet: its own best
-    # It needs 0.8 for its own deadline: a deadline at risk, so every request (itself too)
-    # steps at its floor while the pressure lasts.
-    assert policy.rule_for(st_tight, 32, 0.0).tau == 0.5
-    assert policy.rule_for(st_loose, 32, 1.0).tau == 0.5
+    # It needs 0.8 for its own deadline: a deadline at risk, so while the pressure lasts every
+    # request lends its slack down to the lowest τ within 1 accuracy point of its top τ's
+    # (synthetic profile: 0.9 → 98.5 %, 0.85 → 97.75 %, 0.8 → 97.0 %), its own need lower still.
+    assert policy.rule_for(st_tight, 32, 0.0).tau == 0.8
+    assert policy.rule_for(st_loose, 32, 1.0).tau == 0.85
     hold_ms = policy.cfg.pressure_hold_ms
     assert policy.rule_for(st_loose, 32, hold_ms + 1.0).tau == 0.9  # pressure passed: back up
     assert not st_tight.late and not st_loose.late

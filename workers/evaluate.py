@@ -16,7 +16,7 @@ from typing import Any
 
 from common.config import DEFAULT_MODEL_DIR
 
-TAUS = (1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)
+TAUS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.3)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -133,7 +133,8 @@ def policy_cfg(settings: Settings, tp_degree: int = 1, has_cost_model: bool = Tr
         name = "edf-fixed"
     return PolicyCfg(
         name, tuple(sorted(s.tau_ladder, reverse=True)), safety=s.safety,
-        max_batch_tokens=s.max_batch_tokens, tp=tp_degree,
+        max_batch_tokens=s.max_batch_tokens, tp=tp_degree, pressure_hold_ms=s.pressure_hold_ms,
+        accuracy_budget_points=s.accuracy_budget_points,
     )  # fmt: skip
 
 

@@ -27,10 +27,11 @@ POLICIES = ("fcfs-fixed", "edf-fixed", "cw-srpt", "dilaserve")
 @dataclass(slots=True, frozen=True)
 class PolicyCfg:
     name: str = "edf-fixed"
-    tau_ladder: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)  # highest first
+    tau_ladder: tuple[float, ...] = (0.9, 0.85, 0.8, 0.7, 0.6, 0.5)  # highest first
     aging_per_s: float = 1.0  # cw-srpt: predicted steps forgiven per second waited
     safety: float = 0.9  # dilaserve: plan to finish within this share of the remaining slack
-    pressure_hold_ms: float = 2000.0  # dilaserve: how long a deadline at risk keeps τ at floors
+    pressure_hold_ms: float = 2000.0  # dilaserve: how long a deadline at risk keeps τ lowered
+    accuracy_budget_points: float = 1.0  # dilaserve: what lent slack may cost (profile accuracy)
     max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
     tp: int = 1
 
@@ -127,13 +128,17 @@ class DeadlinePolicy(Policy):
 
     A request's τ is the highest that meets its own deadline, unless some deadline is at risk
     (a request had to lower its τ for itself, or one could not be admitted or kept in time):
-    then for `pressure_hold_ms` every request steps at its floor. A request that lingers at a
-    high τ holds its batch slot longer and lengthens every step of its batch, so slack it does
-    not need is lent to the requests that do; when the pressure passes, τ goes back up."""
+    then for `pressure_hold_ms` every request steps at its lending τ, the lowest of its ladder
+    whose profiled accuracy is within `accuracy_budget_points` of its top τ's (never below its
+    floor). A request that lingers at a high τ holds its batch slot longer and lengthens every
+    step of its batch, so slack it does not need is lent to the requests that do, at a bounded
+    cost in accuracy; when the pressure passes, τ goes back up. A request's own deadline may
+    still take it down to its floor."""
 
     def __init__(self, cfg: PolicyCfg, cost: CostModel | None, profile: QualityProfile | None):
         super().__init__(cfg, cost, profile)
         self.pressure_until_ms = -math.inf
+        self._lending: dict[tuple[float, float, str], float] = {}
 
     def under_pressure(self, now_ms: float) -> bool:
         return now_ms < self.pressure_until_ms
@@ -207,13 +212,30 @@ class DeadlinePolicy(Policy):
         if own < self._fixed_tau(st):
             self.note_pressure(now_ms)  # its own deadline needed a lower τ: slack is short
         if self.under_pressure(now_ms):
-            return ThresholdRule(self._floor(st))
+            return ThresholdRule(min(own, self._lending_tau(st)))
         tau = self._highest_on_time_tau(st, batch_size, now_ms, backlog)
         return ThresholdRule(own if tau is None else tau)
 
     def planned_tau(self, st: SeqState, batch_size: int, now_ms: float) -> float:
         tau = self._highest_on_time_tau(st, batch_size, now_ms, 0.0)
-        return self._floor(st) if tau is None or self.under_pressure(now_ms) else tau
+        if tau is None:
+            return self._floor(st)
+        return min(tau, self._lending_tau(st)) if self.under_pressure(now_ms) else tau
+
+    def _lending_tau(self, st: SeqState) -> float:
+        """The lowest τ of its ladder within the accuracy budget of its top τ (memoised: a few
+        (top, floor, cache mode) combinations recur every step)."""
+        key = (self._fixed_tau(st), self._floor(st), st.req.cache_mode.value)
+        if key not in self._lending:
+            self._lending[key] = self._lowest_within_budget(self._ladder(st), key[2])
+        return self._lending[key]
+
+    def _lowest_within_budget(self, ladder: list[float], mode: str) -> float:
+        if self.profile is None:
+            return ladder[-1]
+        accuracy = {t: self.profile.at(min(t, 1.0), mode).accuracy for t in ladder}
+        least = accuracy[ladder[0]] - self.cfg.accuracy_budget_points / 100.0
+        return min((t for t in ladder if accuracy[t] >= least), default=ladder[0])
 
     def _highest_on_time_tau(
         self, st: SeqState, batch_size: int, now_ms: float, backlog: float
