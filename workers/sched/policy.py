@@ -248,7 +248,10 @@ class DeadlinePolicy(Policy):
         return None
 
     def is_hopeless(self, st: SeqState, batch_size: int, now_ms: float) -> bool:
-        return self._finish_ms(st, self._floor(st), batch_size, now_ms) > st.req.deadline_ms
+        """Predicted to miss even at its floor, by the typical (median) prediction: giving a
+        request up needs the model's best guess, not the safety margin τ is chosen with."""
+        finish_ms = self.predict_finish_ms(st, self._floor(st), batch_size, now_ms)
+        return finish_ms > st.req.deadline_ms
 
     def _ladder(self, st: SeqState) -> list[float]:
         top, floor = self._fixed_tau(st), self._floor(st)
