@@ -101,7 +101,10 @@ def occupancy(service_of: Callable[[int], float], batch_size: int, rho: float) -
     arrivals_per_ms = rho * batch_size / service_of(batch_size)
     n = 1.0 + rho * batch_size
     for _ in range(6):
-        n = min(float(batch_size), 1.0 + arrivals_per_ms * interpolated(service_of, n))
+        new = min(float(batch_size), 1.0 + arrivals_per_ms * interpolated(service_of, n))
+        if new == n:
+            break  # a fixed point (often the cap b): further rounds change nothing
+        n = new
     return n
 
 
