@@ -32,6 +32,9 @@ class PolicyCfg:
     safety: float = 0.9  # dilaserve: plan to finish within this share of the remaining slack
     pressure_hold_ms: float = 2000.0  # dilaserve: how long a deadline at risk keeps τ lowered
     accuracy_budget_points: float = 1.0  # dilaserve: what lent slack may cost (profile accuracy)
+    # dilaserve: work waiting beyond the free slots, in batches, before a drop request that is
+    # predicted late gives way (a claim tick's worth of queue is not yet contested capacity)
+    give_up_backlog: float = 0.5
     max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
     tp: int = 1
 
@@ -163,7 +166,7 @@ class DeadlinePolicy(Policy):
             return False
         if now_ms >= st.req.deadline_ms:
             return True
-        return backlog > 0 and self.is_hopeless(st, batch_size, now_ms)
+        return backlog >= self.cfg.give_up_backlog and self.is_hopeless(st, batch_size, now_ms)
 
     def _admit(
         self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
