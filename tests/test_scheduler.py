@@ -115,6 +115,23 @@ def test_drop_class_expires_serve_class_finishes_late() -> None:
     assert trace.finish_ms["r1"] > 5.0
 
 
+def test_predicted_late_drop_request_gives_way_only_when_capacity_is_contested() -> None:
+    sched = make_scheduler("dilaserve")
+    sched.add(make_request(0, deadline_ms=1e9))
+    st = sched.seqs["r0"]
+    policy = sched.policy
+    assert isinstance(policy, DeadlinePolicy)
+    doomed = make_request(1, deadline_ms=60.0, late_action="drop")  # ~26 steps at batch 32
+    sched.add(doomed)
+    late = sched.seqs["r1"]
+    assert policy.is_hopeless(late, 32, 0.0) and not policy.is_hopeless(late, 1, 0.0)
+    assert not policy.should_expire(late, 32, 0.0, backlog=0.0)  # spare capacity: its chance
+    assert not policy.should_expire(late, 32, 0.0, backlog=0.25)  # a claim tick's worth
+    assert policy.should_expire(late, 32, 0.0, backlog=0.5)  # contested: it gives way
+    assert policy.should_expire(late, 1, 61.0, backlog=0.0)  # its deadline passed: always
+    assert not policy.should_expire(st, 32, 0.0, backlog=5.0)  # serve classes never expire
+
+
 def test_late_serve_requests_queue_behind_on_time_ones() -> None:
     sched = make_scheduler("dilaserve", max_batch=1)
     sched.add(make_request(0, 1.0, late_action="serve"))  # earliest deadline, already hopeless
