@@ -216,6 +216,8 @@ class DeadlinePolicy(Policy):
             self.note_pressure(now_ms)  # its own deadline needed a lower τ: slack is short
         if self.under_pressure(now_ms):
             return ThresholdRule(min(own, self._lending_tau(st)))
+        if backlog <= 0:
+            return ThresholdRule(own)  # nothing waits: its own best is the answer
         tau = self._highest_on_time_tau(st, batch_size, now_ms, backlog)
         return ThresholdRule(own if tau is None else tau)
 
