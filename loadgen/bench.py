@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) -> dict[str, str]:
+def stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) -> dict[str, str]:
     slo = [
         {"name": c.name, "slo_ms": c.slo_ms, "tau_floor": c.tau_floor,
          "late_action": c.late_action, "weight": c.weight}
@@ -79,12 +79,12 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh Redis: no answers from an earlier run
     stack = LocalStack(
         args.model, data_dir, args.instances, port=args.port or free_port(),
-        env_extra=_stack_env(args, policy, classes),
+        env_extra=stack_env(args, policy, classes),
     ).start()  # fmt: skip
     runs = []
     try:
         for rate, planned in plans.items():
-            jobs = [_job(p, f"{policy}-r{rate:g}") for p in planned]
+            jobs = [job_for(p, f"{policy}-r{rate:g}") for p in planned]
             outcomes = run_replay(stack.url, jobs, on_done=bar.update)
             runs.append({"rate": rate, "policy": policy,
                          "classes": by_class(outcomes, args.duration),
@@ -99,7 +99,7 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     return runs
 
 
-def _job(p: Any, run_id: str) -> Any:
+def job_for(p: Any, run_id: str) -> Any:
     """One request; its id is unique per (policy, rate) run, so idempotent submits never
     return another run's answer."""
     from common import task
