@@ -122,8 +122,9 @@ class Scheduler:
 
     def _admit(self, plan: StepPlan, now_ms: float) -> None:
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
-        # Work beyond the free slots, here and in the pool queue: when some waits, capacity is
-        # contested and requests predicted to miss give way (DeadlinePolicy.should_expire).
+        # Work beyond the free slots, here and in the pool queue, in batches: past the policy's
+        # `give_up_backlog` capacity is contested and `drop` requests predicted to miss give
+        # way (DeadlinePolicy.should_expire).
         free = self.num_free_slots
         contested = max(0, len(self.waiting) + self.queue_depth - free) / self.cfg.max_batch_size
         running = [self.seqs[r] for r in self.running]
