@@ -72,6 +72,11 @@ class SchedulerCfg(BaseModel):
         1.0, ge=0,
         description="lending slack may cost at most this much accuracy (quality profile, points)",
     )  # fmt: skip
+    give_up_backlog: float = Field(
+        0.5, ge=0,
+        description="batches of work waiting beyond the free slots before a drop request "
+        "predicted late gives way",
+    )  # fmt: skip
 
 
 class GatewayCfg(BaseModel):
