@@ -107,3 +107,13 @@ def wait_status(url: str, req_id: str, statuses: set[str], timeout_s: float = 60
             return body
         time.sleep(0.05)
     raise AssertionError(f"{req_id} never reached {statuses}: {body}")
+
+
+def wait_heartbeat(bus: Bus, worker: str, want: dict[str, str], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        hb = bus.client.hgetall(bus.keys.worker(worker))
+        if all(hb.get(k) == v for k, v in want.items()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"heartbeat of {worker} never showed {want}: {hb}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from common.outcomes import bucket_start_s
 from common.plan import ClusterPlan, PoolSpec
 from common.plan_bus import publish_plan
 from common.redis_server import RedisServer
-from tests.stack import Stack, serving, wait_status
+from tests.stack import Stack, serving, wait_heartbeat, wait_status
 
 GEN, BLOCK = 16, 8
 
@@ -177,13 +176,7 @@ def test_plain_worker_follows_its_pools_plan_entry(stack: Stack) -> None:
 
     def settle(pool: PoolSpec, want: dict[str, str]) -> None:
         publish_plan(bus.client, bus.keys, ClusterPlan(pools=[pool]))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            hb = bus.client.hgetall(bus.keys.worker(worker))
-            if all(hb.get(k) == v for k, v in want.items()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"worker never showed {want}: {hb}")
+        wait_heartbeat(bus, worker, want)
 
     try:
         settle(PoolSpec(pool_id="default", tp=1, tau=0.7, tau_floor=0.6, max_batch_size=2),

@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.bus import Bus
 from common.plan import ClusterPlan, GroupPlan, PoolSpec
 from common.plan_bus import live_slots
 from common.redis_server import RedisServer
 from tests.slot_helpers import Slots, save_tp_checkpoint, submit, tp_plan
-from tests.stack import Stack, wait_status
+from tests.stack import Stack, wait_heartbeat, wait_status
 from workers.engine import Engine
 
 # prompts whose answers on the test model are long and distinct (chosen once, offline)
@@ -150,7 +149,7 @@ def test_pool_settings_change_in_place_keeps_the_group(cluster: Slots) -> None:
     cluster.apply(retuned)
     assert _leader_worker(cluster, "g0-tp2") == worker  # same formation, same worker
     bus = cluster.stack.bus()
-    _wait_heartbeat(bus, worker, {"tau": "0.7", "tau_floor": "0.6", "max_batch_size": "1"})
+    wait_heartbeat(bus, worker, {"tau": "0.7", "tau_floor": "0.6", "max_batch_size": "1"})
     ids = [submit(cluster.stack.url, p, GEN, BLOCK) for p in PROMPTS[:3]]
     most_leased = 0
     while not all(bus.get(r).get("status") == "done" for r in ids):
@@ -164,18 +163,8 @@ def test_pool_settings_change_in_place_keeps_the_group(cluster: Slots) -> None:
     bigger = ClusterPlan(pools=[PoolSpec(pool_id="default", tp=2, max_batch_size=16)],
                          groups=group)  # fmt: skip
     cluster.apply(bigger)
-    _wait_heartbeat(bus, _leader_worker(cluster, "g0-tp2"), {"max_batch_size": "16"})
+    wait_heartbeat(bus, _leader_worker(cluster, "g0-tp2"), {"max_batch_size": "16"})
     assert _leader_worker(cluster, "g0-tp2") != worker
-
-
-def _wait_heartbeat(bus: Bus, worker: str, want: dict[str, str], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        hb = bus.client.hgetall(bus.keys.worker(worker))
-        if all(hb.get(k) == v for k, v in want.items()):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"heartbeat of {worker} never showed {want}: {hb}")
 
 
 def test_killed_rank_hands_back_and_requests_finish_elsewhere(
