@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="gateway port (0 = a free one)")
     p.add_argument("--data-dir", type=Path, default=Path(".dilaserve/bench"))
     p.add_argument("--out", type=Path, default=Path("bench_out/bench.json"))
+    p.add_argument("--warmup", type=float, default=5.0,
+                   help="seconds of unrecorded arrivals at the first load before each policy "
+                        "(compiles, warms caches and the online cost corrections)")
+    p.add_argument("--harness-niceness", type=int, default=10,
+                   help="niceness of the gateway and the load generator, so the measured "
+                        "workers get the shared cores first (0: no priority)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,12 +41,13 @@ def run(args: argparse.Namespace) -> int:
     plans = {
         r: workload.build(args.arrival, r, args.duration, mix, classes, args.seed) for r in rates
     }
+    warmup = workload.build(args.arrival, rates[0], args.warmup, mix, classes, args.seed + 1)
     policies = args.policies.split(",")
     total = len(policies) * sum(len(p) for p in plans.values())
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     with tqdm(total=total, unit="req", desc="bench") as bar:
         for policy in policies:
-            report["runs"].extend(_run_policy(args, policy, classes, plans, bar))
+            report["runs"].extend(_run_policy(args, policy, classes, plans, warmup, bar))
     report["goodput_rps"] = _goodput(report, policies)
     report["summary"] = summarize_against_baseline(report)
     write_report(report, args.out)
@@ -69,7 +76,8 @@ def stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) ->
 
 
 def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
-                plans: dict[float, list[Any]], bar: Any) -> list[dict[str, Any]]:  # fmt: skip
+                plans: dict[float, list[Any]], warmup: list[Any],
+                bar: Any) -> list[dict[str, Any]]:  # fmt: skip
     from common.redis_server import free_port
     from dilaserve.localstack import LocalStack
     from loadgen.metrics import by_class
@@ -79,13 +87,17 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh Redis: no answers from an earlier run
     stack = LocalStack(
         args.model, data_dir, args.instances, port=args.port or free_port(),
-        env_extra=stack_env(args, policy, classes),
+        env_extra=stack_env(args, policy, classes), gateway_niceness=args.harness_niceness,
     ).start()  # fmt: skip
     runs = []
     try:
+        if warmup:
+            run_replay(stack.url, [job_for(p, f"{policy}-warmup") for p in warmup],
+                       niceness=args.harness_niceness)  # fmt: skip
         for rate, planned in plans.items():
             jobs = [job_for(p, f"{policy}-r{rate:g}") for p in planned]
-            outcomes = run_replay(stack.url, jobs, on_done=bar.update)
+            outcomes = run_replay(stack.url, jobs, on_done=bar.update,
+                                  niceness=args.harness_niceness)
             runs.append({"rate": rate, "policy": policy,
                          "classes": by_class(outcomes, args.duration),
                          "cost_model": _prediction_errors(stack)})  # fmt: skip

@@ -15,6 +15,7 @@ class Outcome:
     arrival_s: float
     status: str  # done | expired | rejected | failed | cancelled | lost
     e2e_ms: float | None = None
+    queued_ms: float | None = None  # submit → first claimed by a worker
     slo_met: bool = False
     correct: bool | None = None  # None: not checkable
     mean_tau: float | None = None
@@ -37,6 +38,7 @@ def summarize(outcomes: list[Outcome], duration_s: float) -> dict[str, Any]:
     if not outcomes:
         return {"num_requests": 0}
     lat = [o.e2e_ms for o in outcomes if o.status == "done" and o.e2e_ms is not None]
+    queued = [o.queued_ms for o in outcomes if o.status == "done" and o.queued_ms is not None]
     checked = [o.correct for o in outcomes if o.status == "done" and o.correct is not None]
     taus = [o.mean_tau for o in outcomes if o.mean_tau is not None]
     steps = [o.steps for o in outcomes if o.steps is not None]
@@ -50,6 +52,7 @@ def summarize(outcomes: list[Outcome], duration_s: float) -> dict[str, Any]:
         "goodput_rps": met / duration_s if duration_s > 0 else None,
         "p50_ms": percentile(lat, 0.5), "p90_ms": percentile(lat, 0.9),
         "p99_ms": percentile(lat, 0.99),
+        "p50_queued_ms": percentile(queued, 0.5), "p90_queued_ms": percentile(queued, 0.9),
         "accuracy": sum(checked) / len(checked) if checked else None,
         "mean_tau": statistics.mean(taus) if taus else None,
         "mean_steps": statistics.mean(steps) if steps else None,

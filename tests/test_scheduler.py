@@ -180,3 +180,36 @@ def test_backlog_lowers_tau_within_the_floor() -> None:
     assert isinstance(idle, ThresholdRule) and isinstance(queued, ThresholdRule)
     assert isinstance(flooded, ThresholdRule)
     assert idle.tau == 0.9 and queued.tau < 0.9 and flooded.tau == 0.6
+
+
+def test_completion_scale_learns_a_biased_stay_and_stays_clamped() -> None:
+    sched = make_scheduler("dilaserve")
+    sched.add(make_request(0, deadline_ms=1e9))
+    st, policy = sched.seqs["r0"], sched.policy
+    before_ms = policy.predict_finish_ms(st, 0.9, 4, 0.0)
+    for _ in range(300):  # every request stayed 1.5× as long as predicted
+        policy.observe_completion(100.0 * policy.completion_scale, 150.0)
+    assert policy.completion_scale == pytest.approx(1.5, rel=0.01)
+    assert policy.predict_finish_ms(st, 0.9, 4, 0.0) == pytest.approx(1.5 * before_ms, rel=0.01)
+    for _ in range(500):
+        policy.observe_completion(100.0, 10_000.0)
+    assert policy.completion_scale == 2.0
+
+
+def test_finished_requests_correct_an_optimistic_steps_estimate() -> None:
+    """The profile claims 4× the tokens per step the runner achieves: each request's stay is
+    predicted far too short until finished requests teach the scale."""
+    from common.quality import QualityPoint, QualityProfile
+    from tests.sched_helpers import CURVE, EOS, MASK, make_cost
+    from workers.sched.scheduler import Scheduler, SchedulerConfig
+
+    pts = [QualityPoint(t, a, 4 * tps, 16 / tps) for t, a, tps in CURVE]
+    optimistic = QualityProfile("optimistic", 64, 16, 500, {"dual": pts})
+    cfg = SchedulerConfig(MASK, EOS, 4, policy=PolicyCfg(name="edf-fixed"))
+    sched = Scheduler(cfg, make_cost(), optimistic)
+    drive(sched, [make_request(i, 1e9, arrival_ms=40.0 * i) for i in range(120)])
+    errs = list(sched.predictions.completion)
+    early, late = sorted(map(abs, errs[:10])), sorted(map(abs, errs[-30:]))
+    assert early[5] > 0.3  # predicted stays 30-60 % short
+    assert late[15] < 0.1  # corrected
+    assert sched.policy.completion_scale > 1.4

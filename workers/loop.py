@@ -282,3 +282,5 @@ class WorkerLoop:
         if self.sched.policy.cost is not None:
             overhead_ms = self.sched.policy.cost.overhead_ms.get(self.sched.cfg.policy.tp, 0.0)
             self.io.stats.heartbeat["cost_step_overhead_ms"] = f"{overhead_ms:.3f}"
+            scale = self.sched.policy.completion_scale
+            self.io.stats.heartbeat["cost_completion_scale"] = f"{scale:.3f}"

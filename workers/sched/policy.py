@@ -36,6 +36,9 @@ class PolicyCfg:
     # predicted late gives way (a claim tick's worth of queue is not yet contested capacity)
     give_up_backlog: float = 0.5
     max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
+    # Weight of each finished request in the completion-time correction (an EWMA of
+    # log(measured / predicted)); ~1/this completions of memory.
+    completion_alpha: float = 0.03
     tp: int = 1
 
     def __post_init__(self) -> None:
@@ -55,6 +58,18 @@ class Policy:
 
     def __init__(self, cfg: PolicyCfg, cost: CostModel | None, profile: QualityProfile | None):
         self.cfg, self.cost, self.profile = cfg, cost, profile
+        # Completion times scale: the step model is corrected step by step, but a request's
+        # stay also depends on how its batch changes after admission and on how many steps its
+        # answer really takes; finished requests correct that bias here.
+        self.completion_scale = 1.0
+
+    def observe_completion(self, predicted_ms: float, measured_ms: float) -> None:
+        """A finished request: `predicted_ms` its stay as predicted at admission (with the
+        scale then), `measured_ms` its real one. Log-space EWMA, clamped to [0.5, 2]."""
+        if predicted_ms <= 0 or measured_ms <= 0:
+            return
+        step = self.cfg.completion_alpha * math.log(measured_ms / predicted_ms)
+        self.completion_scale = min(2.0, max(0.5, self.completion_scale * math.exp(step)))
 
     def admit(
         self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
@@ -109,7 +124,7 @@ class Policy:
             batch_size, len(st.canvas), st.req.block_length, st.req.block_length / tps,
             st.req.cache_mode.value, self.cfg.tp,
         )  # fmt: skip
-        return now_ms + steps * step_ms / safety
+        return now_ms + steps * step_ms * self.completion_scale / safety
 
     def _fixed_tau(self, st: SeqState) -> float:
         return st.req.rule.tau if isinstance(st.req.rule, ThresholdRule) else 1.0

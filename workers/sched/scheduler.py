@@ -200,6 +200,7 @@ class Scheduler:
             if u.finished and u.req_id in self._predicted:
                 admitted, finish = self._predicted.pop(u.req_id)
                 self.predictions.record_completion(finish - admitted, now_ms - admitted)
+                self.policy.observe_completion(finish - admitted, now_ms - admitted)
             elif u.failed or u.handed_back or u.expired:
                 self._predicted.pop(u.req_id, None)
         for req_id, error in result.failed.items():
