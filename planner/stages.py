@@ -1,23 +1,27 @@
-"""How the MIP is solved: LP bound → restricted MIP → widened MIP → (rarely) the full MIP.
+"""How the MIP is solved: LP bound → restricted MIP → proof MIP → (rarely) the full MIP.
 
 HiGHS proves small instances of this model slowly from a cold start (most of the time goes to
-root heuristics and cuts), and quickly once it holds a good incumbent. So:
- 1. LP relaxation: an upper bound UB on the MIP optimum, which pools the LP wants, and each
-    pool's reduced cost d_k (≤ 0: the LP sits at n_k = 0 for every pool it leaves out).
+root heuristics and cuts), and quickly once it holds a good incumbent and tight bounds. So:
+ 1. LP relaxation: an upper bound UB on the MIP optimum, which pools the LP wants, and every
+    variable's reduced cost (each pool's d_k ≤ 0: the LP sits at n_k = 0 for every pool it
+    leaves out).
  2. Restricted MIP over the LP's pools, the pools with the smallest |d_k|, and the pools the
-    current plan runs (all others fixed to 0): a plan of value LB, in a few ms.
+    current plan runs (all others fixed to 0), looking only for plans within `lp_gap_guess`
+    of UB (planner/tighten.py narrows the variables to where such plans lie); if there is
+    none, again for any plan. A plan of value LB, in a few ms.
  3. A bound on the full optimum: a plan either uses only offered pools (≤ the restricted MIP's
     dual bound) or runs ≥ 1 instance of some left-out pool k (≤ UB + d_k, LP duality). If the
     larger of these is within the gap of LB, done.
- 4. Else widen: offer every left-out pool with UB + d_k above LB · (1 + gap) too (reduced-cost
-    fixing: the rest cannot beat LB by more than the gap) and solve again, hinted with the
-    restricted plan. The widened MIP is the full MIP minus pools proven useless, so a proven
-    optimum of it is proven for the full MIP. Only if that fails, solve the full MIP.
-Every stage shares one time limit. The model is mutated for stages 1, 2 and 4 and restored.
+ 4. Else the proof MIP: every pool, every variable narrowed to where a plan worth more than
+    LB · (1 + gap) can put it (pools with UB + d_k below that are fixed to 0: reduced-cost
+    fixing), and such plans only. Its dual bound (or that target, whichever is larger) bounds
+    the full optimum. Only if that fails, solve the full MIP, hinted with the best plan.
+Every stage shares one time limit. The model is mutated for each stage and restored.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,9 +30,11 @@ from ortools.math_opt.python import mathopt
 
 from planner.inputs import ConfigKey
 from planner.model import MipHandle
+from planner.tighten import narrowed
 
 Values = dict[mathopt.Variable, float]
 OK = (mathopt.TerminationReason.OPTIMAL, mathopt.TerminationReason.FEASIBLE)
+PROOF_SHARE = 0.999  # of the gap: the widened stage proves LB within 0.999 · gap
 
 
 HIGHS = mathopt.SolverType.HIGHS
@@ -41,6 +47,7 @@ class SolveOptions:
     relative_gap: float = 1e-3  # 0.1 %: stop once the plan is proven this close to optimal
     solver: str = "highs"  # "gscip" as a cross-check; never CP-SAT (it rounds continuous vars)
     num_extra_pools: int = 8  # pools beyond the LP's support in the restricted MIP
+    lp_gap_guess: float = 0.005  # the restricted MIP first looks only this far below the LP
     staged: bool = True  # False: one cold full-MIP solve (for comparison and tests)
 
     @property
@@ -69,6 +76,7 @@ class Relaxation:
     upper: float  # UB: no plan beats this
     counts: dict[ConfigKey, float]  # n_k in the LP optimum
     reduced: dict[ConfigKey, float]  # d_k ≤ 0 where n_k = 0 (a maximisation)
+    reduced_all: dict[mathopt.Variable, float]  # every variable's, for planner/tighten.py
 
     def bound_if_used(self, k: ConfigKey) -> float:
         """No plan running ≥ 1 instance of k (where the LP has none) beats UB + d_k."""
@@ -85,17 +93,20 @@ def solve_staged(h: MipHandle, opts: SolveOptions, keep: set[ConfigKey]) -> Outc
     if isinstance(lp, mathopt.TerminationReason):
         return Outcome(lp, f"the LP relaxation is {lp.name.lower()}", stages=["lp"])
     offered = _pools_to_offer(h, lp, opts, keep)
-    for stage in ("restricted", "widened"):
+    guess = lp.upper - opts.lp_gap_guess * abs(lp.upper)
+    for floor in (guess, None):  # plans near the LP bound first; any plan if there are none
+        if out.values is None or out.primal < guess:
+            if time.perf_counter() >= deadline:
+                return _expired(out)
+            _restricted(h, opts, deadline, offered, lp, out, "restricted", floor)
+    if _proven(out, opts.relative_gap):
+        return out
+    if out.values is not None:
         if time.perf_counter() >= deadline:
             return _expired(out)
-        if stage == "widened":
-            wider = offered | _unfixed(h, lp, out, opts.relative_gap)
-            if wider == offered or len(wider) == len(h.n):
-                break  # nothing to add, or nothing left out: that is the full MIP
-            offered = wider
-        _restricted(h, opts, deadline, offered, lp, out, stage)
-        if out.values is not None and out.gap <= opts.relative_gap:
-            out.reason, out.detail = mathopt.TerminationReason.OPTIMAL, f"{stage} plan ≤ gap"
+        target = _proof_target(out, opts.relative_gap)
+        _restricted(h, opts, deadline, set(h.n), lp, out, "proof", target)
+        if _proven(out, opts.relative_gap):
             return out
     if time.perf_counter() >= deadline:
         return _expired(out)
@@ -103,6 +114,13 @@ def solve_staged(h: MipHandle, opts: SolveOptions, keep: set[ConfigKey]) -> Outc
     if out.reason == mathopt.TerminationReason.FEASIBLE and out.gap <= opts.relative_gap:
         out.reason = mathopt.TerminationReason.OPTIMAL  # proven within the tolerance after all
     return out
+
+
+def _proven(out: Outcome, gap: float) -> bool:
+    if out.values is None or out.gap > gap:
+        return False
+    out.reason, out.detail = mathopt.TerminationReason.OPTIMAL, f"{out.stages[-1]} plan ≤ gap"
+    return True
 
 
 def _expired(out: Outcome) -> Outcome:
@@ -114,7 +132,14 @@ def _expired(out: Outcome) -> Outcome:
     return out
 
 
-def _params(opts: SolveOptions, deadline: float, gap: bool = True) -> mathopt.SolveParameters:
+def _params(
+    opts: SolveOptions, deadline: float, gap: bool = True, cutoff: float | None = None,
+    sub_mips: bool = False,
+) -> mathopt.SolveParameters:  # fmt: skip
+    """`cutoff`: only plans worth more than this are wanted (the MIP's nodes bounded at or below
+    it are dropped, and its dual bound is then only valid above it). `sub_mips`: let HiGHS run
+    RENS and RINS at the root (they fix the counts the LP has whole and solve the rest): worth
+    it only while there is no incumbent and no narrowing (which finds one faster)."""
     left_s = max(deadline - time.perf_counter(), 1e-3)
     p = mathopt.SolveParameters(
         time_limit=timedelta(seconds=left_s),
@@ -122,12 +147,16 @@ def _params(opts: SolveOptions, deadline: float, gap: bool = True) -> mathopt.So
         absolute_gap_tolerance=0.0 if gap else None,
     )
     if opts.solver == "highs":
-        # With an incumbent in hand these root heuristics cost more than they find here.
-        for name in (
-            "mip_allow_restart", "mip_heuristic_run_rens", "mip_heuristic_run_rins",
-            "mip_heuristic_run_root_reduced_cost",
-        ):  # fmt: skip
+        # Restarts and this root heuristic cost more than they find here.
+        for name in ("mip_allow_restart", "mip_heuristic_run_root_reduced_cost"):
             p.highs.bool_options[name] = False
+        for name in ("mip_heuristic_run_rens", "mip_heuristic_run_rins"):
+            p.highs.bool_options[name] = sub_mips
+        if cutoff is not None and cutoff > 0:
+            # MathOpt has no cutoff for HiGHS; HiGHS's objective_bound is one in the sense HiGHS
+            # minimises internally, −objective (ERGO-Code/HiGHS#2473). For a positive cutoff the
+            # other reading (a maximisation bound of −cutoff < 0) would drop nothing we want.
+            p.highs.double_options["objective_bound"] = -cutoff
     return p
 
 
@@ -136,11 +165,11 @@ def _relaxation(
 ) -> Relaxation | mathopt.TerminationReason:
     for n in h.n.values():
         n.integer = False
-    # Read back only the counts: building Python objects for every x and every row's dual
-    # costs MathOpt more than HiGHS takes to solve the LP.
+    # Read back the counts' values and every reduced cost, but no row duals: building Python
+    # objects for every x's value and every row's dual costs MathOpt more than the LP takes.
     counts = mathopt.SparseVectorFilter(filtered_items=h.n.values())
     only_counts = mathopt.ModelSolveParameters(
-        variable_values_filter=counts, reduced_costs_filter=counts,
+        variable_values_filter=counts,
         dual_values_filter=mathopt.SparseVectorFilter(filtered_items=()),
     )  # fmt: skip
     try:  # HiGHS for the LP whatever the MIP solver: its LP answers carry reduced costs
@@ -156,6 +185,7 @@ def _relaxation(
         res.objective_value(),
         {k: values[n] for k, n in h.n.items()},
         {k: reduced[n] for k, n in h.n.items()},
+        reduced,
     )
 
 
@@ -167,46 +197,56 @@ def _pools_to_offer(
     return support | {k for _, k in others[: opts.num_extra_pools]}
 
 
-def _unfixed(h: MipHandle, lp: Relaxation, out: Outcome, gap: float) -> set[ConfigKey]:
-    """Pools a plan better than the incumbent by more than the gap might still run."""
-    if out.values is None:
-        return set(h.n)
-    target = out.primal + gap * abs(out.primal)
-    return {k for k in h.n if lp.bound_if_used(k) > target}
-
-
 def _restricted(
     h: MipHandle, opts: SolveOptions, deadline: float, offered: set[ConfigKey],
-    lp: Relaxation, out: Outcome, stage: str,
+    lp: Relaxation, out: Outcome, stage: str, floor: float | None,
 ) -> None:  # fmt: skip
-    """Solve with the pools outside `offered` fixed to 0; keep the plan if it is the best yet
-    and set out.dual_bound to the bound on the full optimum (module docstring, step 3)."""
+    """Solve with the pools outside `offered` fixed to 0, looking only for plans worth more
+    than `floor` (planner/tighten.py) if one is given; keep the plan if it is the best yet and
+    set out.dual_bound to the bound on the full optimum (module docstring, step 3)."""
     out.stages.append(stage)
     upper = {k: n.upper_bound for k, n in h.n.items()}
     for k, n in h.n.items():
         if k not in offered:
             n.upper_bound = 0
     try:
-        res = mathopt.solve(
-            h.model, opts.solver_type, params=_params(opts, deadline),
-            model_params=_hint(h, out.values),
-        )  # fmt: skip
+        params = _params(opts, deadline, cutoff=floor, sub_mips=stage == "restricted" and not floor)
+        with narrowed(lp.reduced_all if floor else {}, lp.upper - (floor or 0.0)):
+            res = mathopt.solve(
+                h.model, opts.solver_type, params=params, model_params=_hint(h, out.values)
+            )
     finally:
         for k, n in h.n.items():
             n.upper_bound = upper[k]
-    if res.termination.reason not in OK:
+    reason = res.termination.reason
+    if floor is not None and reason == mathopt.TerminationReason.INFEASIBLE:
+        inside = floor  # no plan within the offered pools beats the floor
+    elif reason not in OK:
         return
-    if out.values is None or res.objective_value() >= out.primal:
-        out.values, out.primal = res.variable_values(), res.objective_value()
+    else:
+        if out.values is None or res.objective_value() >= out.primal:
+            out.values, out.primal = res.variable_values(), res.objective_value()
+        inside = max(res.termination.objective_bounds.dual_bound, floor or -math.inf)
     left_out = [lp.bound_if_used(k) for k in h.n if k not in offered]
-    inside = res.termination.objective_bounds.dual_bound
     out.dual_bound = min(out.dual_bound, lp.upper, max([inside, *left_out]))
 
 
+def _proof_target(out: Outcome, gap: float) -> float | None:
+    """A plan this good would be worth finding: a hair under LB · (1 + gap), so that proving
+    nothing beats it proves the incumbent within the gap despite rounding."""
+    if out.values is None:
+        return None
+    return out.primal + PROOF_SHARE * gap * abs(out.primal)
+
+
 def _hint(h: MipHandle, values: Values | None) -> mathopt.ModelSolveParameters | None:
+    """The incumbent's instance counts, clipped to the current bounds (HiGHS rejects a hint
+    outside them, and the narrowed widened stage may exclude the incumbent itself)."""
     if values is None:
         return None
-    ints = {n: float(round(values[n])) for n in h.n.values()}
+    ints = {
+        n: min(max(float(round(values[n])), n.lower_bound), n.upper_bound) for n in h.n.values()
+    }
     return mathopt.ModelSolveParameters(solution_hints=[mathopt.SolutionHint(variable_values=ints)])
 
 
@@ -214,9 +254,8 @@ def _full(
     h: MipHandle, opts: SolveOptions, deadline: float, hint: Values | None, out: Outcome
 ) -> Outcome:
     out.stages.append("full")
-    res = mathopt.solve(
-        h.model, opts.solver_type, params=_params(opts, deadline), model_params=_hint(h, hint)
-    )
+    params = _params(opts, deadline, sub_mips=hint is None)
+    res = mathopt.solve(h.model, opts.solver_type, params=params, model_params=_hint(h, hint))
     reason = res.termination.reason
     out.reason, out.detail = reason, res.termination.detail
     if reason in OK:

@@ -36,10 +36,13 @@ def _brute_force_optimum(case: str) -> float:
 
 
 # "lean": no pools beyond the LP's, so the restricted MIP leaves most out and the reduced-cost
-# bound (and, where it is not enough, the widened MIP) must prove the left-out pools useless.
+# bound (and, where it is not enough, the proof MIP) must prove the left-out pools useless.
+# "guess-too-small": the restricted MIP first looks only for plans within 1e-7 of the LP bound,
+# finds none, and must look again for any plan.
 SOLVE_MODES = {
     "staged": replace(EXACT, staged=True),
     "lean": replace(EXACT, staged=True, num_extra_pools=0),
+    "guess-too-small": replace(EXACT, staged=True, lp_gap_guess=1e-7),
     "cold": replace(EXACT, staged=False),
 }
 
