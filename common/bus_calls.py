@@ -58,7 +58,12 @@ class Calls:
     def counters(self) -> str:
         return self.keys.stats(STATS_COUNTERS)
 
-    def submit(self, rec: RequestRecord, queue_bound: int, event: dict[str, Any]) -> Call:
+    def submit(
+        self, rec: RequestRecord, queue_bound: int, event: dict[str, Any],
+        ahead_limit: int = -1, drop_if_late: bool = False,
+    ) -> Call:  # fmt: skip
+        """`ahead_limit` ≥ 0: the most requests that may be claimed before this one for it to
+        still make its deadline (checked in the script, atomically with the enqueue)."""
         k = self.keys
         fields = [x for kv in rec.to_redis().items() for x in kv]
         return Call(
@@ -66,7 +71,8 @@ class Calls:
             [k.req(rec.id), k.queue(rec.pool), k.events(rec.id), k.pools(), self.counters,
              k.arrivals(bucket_start_s(rec.arrival_ms)), k.retired_pools(), k.redirect()],
             [rec.id, rec.queue_score or rec.deadline_ms, queue_bound, rec.pool, self.maxlen,
-             k.ctl(), encode(event), rec.slo_class, k.queue_stem, ARRIVALS_TTL_S, *fields],
+             k.ctl(), encode(event), rec.slo_class, k.queue_stem, ARRIVALS_TTL_S, ahead_limit,
+             int(drop_if_late), *fields],
         )  # fmt: skip
 
     def claim(self, pool: str, worker_id: str, n: int, now_ms: float, lease_ms: float) -> Call:

@@ -72,6 +72,9 @@ class SchedulerCfg(BaseModel):
         1.0, ge=0,
         description="lending slack may cost at most this much accuracy (quality profile, points)",
     )  # fmt: skip
+    guard_admission: bool = Field(
+        True, description="admit only while every admitted request stays on time by prediction",
+    )
     give_up_backlog: float = Field(
         0.5, ge=0,
         description="batches of work waiting beyond the free slots before a drop request "

@@ -10,6 +10,7 @@ the cost model's estimate per live worker stands in. Without a cost model nothin
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +67,20 @@ class DeadlineCheck:
         b = self.max_batch_size
         return num_workers * b / (self.service_ms(rec, b) / 1e3)
 
-    def infeasible(self, rec: RequestRecord, num_ahead: int, rate: PoolRate | None) -> bool:
+    def ahead_limit(self, rec: RequestRecord, rate: PoolRate | None) -> int | None:
+        """The most requests that may be served before `rec` for it to still make its deadline
+        (−1: not even with none); None: no check (no cost model, or no service rate known).
+        The submit script compares it with the queue atomically, in the enqueue's round trip:
+        a separate count would cost the gateway a round trip per submit."""
         if self.cost is None:
-            return False
+            return None
         rps = rate.rps if rate and rate.rps > 0 else 0.0
         if rps <= 0 and rate and rate.num_workers:
             rps = self.estimated_rps(rec, rate.num_workers)
-        wait_ms = 1e3 * num_ahead / rps if rps > 0 else 0.0
-        return rec.arrival_ms + wait_ms + self.service_ms(rec) > rec.deadline_ms
+        slack_ms = rec.deadline_ms - rec.arrival_ms - self.service_ms(rec)
+        if slack_ms < 0:
+            return -1
+        return math.floor(slack_ms * rps / 1e3) if rps > 0 else None
 
     def cached_rate(self, pool: str) -> PoolRate | None:
         r = self._rates.get(pool)

@@ -49,18 +49,17 @@ class Service:
         if self.router.stale():
             self.router.update(await self._plan())
         rec.pool = self.router.pool_for(rec.slo_class)
-        if self.admit_by_deadline and await self._deadline_infeasible(rec):
-            if self.deadlines.late_action(rec) == "drop":
+        limit = await self._ahead_limit(rec)
+        drop = self.deadlines.late_action(rec) == "drop"
+        if limit is not None and limit < 0:  # hopeless even with an empty queue
+            if drop:
                 await self.store.count_arrival(rec.slo_class, rec.arrival_ms)  # the planner's rates
-                raise Overloaded(
-                    f"deadline_ms={rec.deadline_ms:.0f} cannot be met even at the "
-                    f"{rec.slo_class!r} class's threshold floor with the work queued ahead; "
-                    "relax the deadline or retry later",
-                    reason="deadline_infeasible",
-                    retry_after_s=gw.retry_after_s,
-                )
+                raise self._infeasible(rec)
             rec.admission_flag = "deadline_infeasible"  # `serve` classes: admitted, flagged
-        reply = await self.store.submit(rec, gw.max_queue_len)
+            limit = None
+        reply = await self.store.submit(rec, gw.max_queue_len, -1 if limit is None else limit, drop)
+        if reply[0] == "infeasible":
+            raise self._infeasible(rec)
         if reply[0] == "full":
             raise Overloaded(
                 f"pool {reply[2]!r} queue holds {reply[1]} requests, its bound is "
@@ -81,12 +80,24 @@ class Service:
             log.exception("ignoring an unreadable plan in Redis")
             return None
 
-    async def _deadline_infeasible(self, rec: RequestRecord) -> bool:
+    async def _ahead_limit(self, rec: RequestRecord) -> int | None:
+        """How much queued work `rec` can wait behind (DeadlineCheck.ahead_limit); None when
+        deadline admission is off."""
+        if not self.admit_by_deadline:
+            return None
         rate = self.deadlines.cached_rate(rec.pool)
         if rate is None:
             rate = self.deadlines.remember_rate(rec.pool, *await self.store.pool_rate(rec.pool))
-        ahead = await self.store.count_ahead(rec.pool, rec.queue_score or rec.deadline_ms)
-        return self.deadlines.infeasible(rec, ahead, rate)
+        return self.deadlines.ahead_limit(rec, rate)
+
+    def _infeasible(self, rec: RequestRecord) -> Overloaded:
+        return Overloaded(
+            f"deadline_ms={rec.deadline_ms:.0f} cannot be met even at the {rec.slo_class!r} "
+            "class's threshold floor with the work queued ahead; relax the deadline or retry "
+            "later",
+            reason="deadline_infeasible",
+            retry_after_s=self.settings.gateway.retry_after_s,
+        )
 
     async def get(self, req_id: str) -> dict[str, str]:
         h = await self.store.get(req_id)

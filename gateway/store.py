@@ -53,11 +53,16 @@ class Store:
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
-    async def submit(self, rec: RequestRecord, queue_bound: int) -> list[str]:
-        """Enqueue (counting the arrival): ['ok', pool] | ['exists', status] | ['full', n, pool].
-        The pool differs from `rec.pool` when the plan has just retired that one."""
+    async def submit(
+        self, rec: RequestRecord, queue_bound: int, ahead_limit: int = -1,
+        drop_if_late: bool = False,
+    ) -> list[str]:  # fmt: skip
+        """Enqueue (counting the arrival): ['ok', pool] | ['exists', status] | ['full', n, pool]
+        | ['infeasible', n ahead, pool] (see Calls.submit). The pool differs from `rec.pool`
+        when the plan has just retired that one."""
         event = {"arrival_ms": rec.arrival_ms, "deadline_ms": rec.deadline_ms, "pool": rec.pool}
-        return list(await self._run(self.calls.submit(rec, queue_bound, event)))
+        call = self.calls.submit(rec, queue_bound, event, ahead_limit, drop_if_late)
+        return list(await self._run(call))
 
     async def count_arrival(self, slo_class: str, at_ms: float) -> None:
         """Count an arrival that never reached the submit script (refused by admission)."""
@@ -80,10 +85,6 @@ class Store:
     async def plan(self) -> ClusterPlan | None:
         raw = await self.client.get(self.keys.plan())
         return ClusterPlan.from_json(raw) if raw else None
-
-    async def count_ahead(self, pool: str, score: float) -> int:
-        """Requests queued in `pool` that a claim takes before one with this score."""
-        return int(await self.client.zcount(self.keys.queue(pool), "-inf", f"({score}"))
 
     async def pool_rate(self, pool: str) -> tuple[float, int]:
         """(Σ measured service rate in req/s, live workers) over the pool's heartbeats."""

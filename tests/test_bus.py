@@ -26,6 +26,20 @@ def _submit(bus: Bus, req_id: str, deadline_ms: float, bound: int = 100) -> list
     return list(bus.run(bus.calls.submit(_rec(req_id, deadline_ms), bound, {})))
 
 
+def test_submit_checks_deadline_feasibility_against_the_queue_atomically(bus: Bus) -> None:
+    for i, deadline in enumerate((10.0, 20.0, 90.0)):
+        assert _submit(bus, f"q{i}", deadline)[0] == "ok"
+    late = bus.calls.submit(_rec("drop", 50.0), 100, {}, ahead_limit=1, drop_if_late=True)
+    assert list(bus.run(late)) == ["infeasible", "2", "p"]  # two are claimed before it
+    assert not bus.client.exists(bus.keys.req("drop"))
+    flagged = bus.calls.submit(_rec("serve", 50.0), 100, {}, ahead_limit=1, drop_if_late=False)
+    assert list(bus.run(flagged)) == ["ok", "p"]  # a best-effort class: queued, flagged
+    assert bus.client.hget(bus.keys.req("serve"), "admission_flag") == "deadline_infeasible"
+    fits = bus.calls.submit(_rec("fits", 50.0), 100, {}, ahead_limit=2, drop_if_late=True)
+    assert list(bus.run(fits)) == ["ok", "p"]
+    assert bus.client.hget(bus.keys.req("fits"), "admission_flag") in (None, "")
+
+
 def test_every_key_under_one_prefix() -> None:
     k = Keys("x")
     names = [

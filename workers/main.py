@@ -135,6 +135,7 @@ def policy_cfg(settings: Settings, tp_degree: int = 1, has_cost_model: bool = Tr
         name, tuple(sorted(s.tau_ladder, reverse=True)), safety=s.safety,
         max_batch_tokens=s.max_batch_tokens, tp=tp_degree, pressure_hold_ms=s.pressure_hold_ms,
         accuracy_budget_points=s.accuracy_budget_points, give_up_backlog=s.give_up_backlog,
+        guard_admission=s.guard_admission,
     )  # fmt: skip
 
 

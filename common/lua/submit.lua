@@ -2,9 +2,13 @@
 -- that is not a replay counts as an arrival of its class (admitted or rejected: the planner's
 -- rates). A request for a pool the plan retired goes to a live pool instead (lib.lua).
 -- KEYS: req, queue, events, pools, stats, arrivals bucket, retired pools, redirect
+-- Deadline feasibility is decided here too, against the queue as it is at the enqueue: with
+-- ahead_limit ≥ 0, a request with more than ahead_limit requests claimed before it cannot make
+-- its deadline (the gateway computed the limit from its deadline, its service time and the
+-- pool's service rate); a drop class is refused, a serve class is enqueued and flagged.
 -- ARGV: id, score, queue_bound, pool, maxlen, ctl_channel, queued_event, slo_class, queue_stem,
---       arrivals_ttl_s, field, value, ...
--- → {'ok', pool} | {'exists', status} | {'full', queue_len, pool}
+--       arrivals_ttl_s, ahead_limit (-1: no check), drop_if_late (1|0), field, value, ...
+-- → {'ok', pool} | {'exists', status} | {'full', queue_len, pool} | {'infeasible', ahead, pool}
 local status = redis.call('HGET', KEYS[1], 'status')
 if status then
   return {'exists', status}
@@ -21,11 +25,25 @@ if qlen >= tonumber(ARGV[3]) then
   redis.call('HINCRBY', KEYS[5], 'rejected:queue_full', 1)
   return {'full', tostring(qlen), pool}
 end
+local ahead_limit = tonumber(ARGV[11])
+local late = false
+local ahead = 0
+if ahead_limit >= 0 then
+  ahead = redis.call('ZCOUNT', queue, '-inf', '(' .. ARGV[2])
+  late = ahead > ahead_limit
+end
+if late and ARGV[12] == '1' then
+  redis.call('HINCRBY', KEYS[5], 'rejected:deadline_infeasible', 1)
+  return {'infeasible', tostring(ahead), pool}
+end
 local fields = {}
-for i = 11, #ARGV do
+for i = 13, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+if late then
+  redis.call('HSET', KEYS[1], 'admission_flag', 'deadline_infeasible')
+end
 local event = ARGV[7]
 if pool ~= ARGV[4] then
   redis.call('HSET', KEYS[1], 'pool', pool)

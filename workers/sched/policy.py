@@ -36,6 +36,9 @@ class PolicyCfg:
     # predicted late gives way (a claim tick's worth of queue is not yet contested capacity)
     give_up_backlog: float = 0.5
     max_batch_tokens: int = 0  # Σ canvas tokens in the batch; 0 = no token budget
+    # dilaserve: admit only while every admitted request stays on time by prediction (False:
+    # work-conserving, fill every free slot in deadline order)
+    guard_admission: bool = True
     # Weight of each finished request in the completion-time correction (an EWMA of
     # log(measured / predicted)); ~1/this completions of memory.
     completion_alpha: float = 0.03
@@ -208,7 +211,8 @@ class DeadlinePolicy(Policy):
         for st in on_time + spare + late:
             if len(out.admit) >= free or len(st.canvas) > budget:
                 break
-            if st in on_time and not self._all_on_time(batch + [st], now_ms):
+            guarded = self.cfg.guard_admission and st in on_time
+            if guarded and not self._all_on_time(batch + [st], now_ms):
                 continue  # would make someone late: a later-deadline request may still fit
             st.late = st.late or st not in on_time  # it constrains no one else's admission
             out.admit.append(st.req_id)
