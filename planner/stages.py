@@ -21,7 +21,6 @@ Every stage shares one time limit. The model is mutated for each stage and resto
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,7 +29,7 @@ from ortools.math_opt.python import mathopt
 
 from planner.inputs import ConfigKey
 from planner.model import MipHandle
-from planner.tighten import narrowed
+from planner.tighten import Priced, narrowed, priced
 
 Values = dict[mathopt.Variable, float]
 OK = (mathopt.TerminationReason.OPTIMAL, mathopt.TerminationReason.FEASIBLE)
@@ -76,7 +75,7 @@ class Relaxation:
     upper: float  # UB: no plan beats this
     counts: dict[ConfigKey, float]  # n_k in the LP optimum
     reduced: dict[ConfigKey, float]  # d_k ≤ 0 where n_k = 0 (a maximisation)
-    reduced_all: dict[mathopt.Variable, float]  # every variable's, for planner/tighten.py
+    priced: list[Priced]  # every variable's reduced cost and bounds, for planner/tighten.py
 
     def bound_if_used(self, k: ConfigKey) -> float:
         """No plan running ≥ 1 instance of k (where the LP has none) beats UB + d_k."""
@@ -185,7 +184,7 @@ def _relaxation(
         res.objective_value(),
         {k: values[n] for k, n in h.n.items()},
         {k: reduced[n] for k, n in h.n.items()},
-        reduced,
+        priced(reduced),
     )
 
 
@@ -205,19 +204,20 @@ def _restricted(
     than `floor` (planner/tighten.py) if one is given; keep the plan if it is the best yet and
     set out.dual_bound to the bound on the full optimum (module docstring, step 3)."""
     out.stages.append(stage)
-    upper = {k: n.upper_bound for k, n in h.n.items()}
-    for k, n in h.n.items():
-        if k not in offered:
-            n.upper_bound = 0
-    try:
-        params = _params(opts, deadline, cutoff=floor, sub_mips=stage == "restricted" and not floor)
-        with narrowed(lp.reduced_all if floor else {}, lp.upper - (floor or 0.0)):
+    sub_mips = stage == "restricted" and floor is None
+    params = _params(opts, deadline, cutoff=floor, sub_mips=sub_mips)
+    with narrowed(lp.priced if floor is not None else [], lp.upper - (floor or 0.0)):
+        upper = {k: n.upper_bound for k, n in h.n.items()}
+        for k, n in h.n.items():
+            if k not in offered:
+                n.upper_bound = 0
+        try:
             res = mathopt.solve(
                 h.model, opts.solver_type, params=params, model_params=_hint(h, out.values)
             )
-    finally:
-        for k, n in h.n.items():
-            n.upper_bound = upper[k]
+        finally:
+            for k, n in h.n.items():
+                n.upper_bound = upper[k]
     reason = res.termination.reason
     if floor is not None and reason == mathopt.TerminationReason.INFEASIBLE:
         inside = floor  # no plan within the offered pools beats the floor
@@ -226,7 +226,8 @@ def _restricted(
     else:
         if out.values is None or res.objective_value() >= out.primal:
             out.values, out.primal = res.variable_values(), res.objective_value()
-        inside = max(res.termination.objective_bounds.dual_bound, floor or -math.inf)
+        dual = res.termination.objective_bounds.dual_bound
+        inside = dual if floor is None else max(dual, floor)
     left_out = [lp.bound_if_used(k) for k in h.n if k not in offered]
     out.dual_bound = min(out.dual_bound, lp.upper, max([inside, *left_out]))
 

@@ -41,7 +41,7 @@ def _lp(h: MipHandle) -> Relaxation:
 def _mip_within(h: MipHandle, lp: Relaxation, target: float) -> mathopt.SolveResult:
     """The MIP with every variable narrowed to where a plan worth more than `target` lies."""
     params = mathopt.SolveParameters(relative_gap_tolerance=1e-9, absolute_gap_tolerance=0.0)
-    with narrowed(lp.reduced_all, lp.upper - target) as count:
+    with narrowed(lp.priced, lp.upper - target) as count:
         assert count > 0
         return mathopt.solve(h.model, mathopt.SolverType.HIGHS, params=params)
 
@@ -76,7 +76,7 @@ def test_narrowing_fixes_pools_cuts_shares_and_restores_every_bound() -> None:
     h = build_mip(inp, build_table(inp))
     lp = _lp(h)
     before = {v: (v.lower_bound, v.upper_bound) for v in h.model.variables()}
-    with narrowed(lp.reduced_all, 0.005 * lp.upper):  # the restricted MIP's first guess
+    with narrowed(lp.priced, 0.005 * lp.upper):  # the restricted MIP's first guess
         cut = [v for v in h.x.values() if v.upper_bound < 1.0]
         fixed = [n for n in h.n.values() if n.upper_bound == 0 < before[n][1]]
     assert len(cut) > len(h.x) / 2 and len(fixed) > len(h.n) / 3
@@ -85,10 +85,10 @@ def test_narrowing_fixes_pools_cuts_shares_and_restores_every_bound() -> None:
 
 def test_narrowing_with_no_slack_leaves_only_the_lp_optimum_face(handle: MipHandle) -> None:
     lp = _lp(handle)
-    with narrowed(lp.reduced_all, 0.0):
-        for var, rc in lp.reduced_all.items():
-            if rc < -1e-6:  # at its lower bound in the LP: may move only by the safety margin
-                assert var.upper_bound - var.lower_bound <= 2e-6
+    with narrowed(lp.priced, 0.0):
+        for it in lp.priced:
+            if it.reduced < -1e-6:  # at its lower bound in the LP: may move only by the margin
+                assert it.var.upper_bound - it.var.lower_bound <= 2e-6
 
 
 # The staged solve with each way in: a guess of the LP gap that holds, one too small (the first
