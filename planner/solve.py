@@ -40,7 +40,7 @@ def plan(
         return _fallback(previous, f"model build error: {type(e).__name__}: {e}")
     build_ms = _ms_since(start)
     try:
-        outcome = solve_staged(handle, opts, set(inp.current))
+        outcome = solve_staged(handle, opts, inp.current)
     except Exception as e:
         return _fallback(previous, f"solver error: {type(e).__name__}: {e}", build_ms)
     solve_ms = _ms_since(start) - build_ms

@@ -22,11 +22,13 @@ Every stage shares one time limit. The model is mutated for each stage and resto
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ortools.math_opt.python import mathopt
 
+from planner.current import price_counts
 from planner.inputs import ConfigKey
 from planner.model import MipHandle
 from planner.tighten import Priced, narrowed, priced
@@ -82,8 +84,11 @@ class Relaxation:
         return self.upper + min(self.reduced[k], 0.0)
 
 
-def solve_staged(h: MipHandle, opts: SolveOptions, keep: set[ConfigKey]) -> Outcome:
-    """Solve `h`; `keep` are pools always offered to the restricted MIP (the current plan)."""
+def solve_staged(
+    h: MipHandle, opts: SolveOptions, current: Mapping[ConfigKey, int] | None = None
+) -> Outcome:
+    """Solve `h`; `current` is the plan running now (its pools are always offered to the
+    restricted MIP, and it is kept whenever it is proven within the gap: planner/current.py)."""
     deadline = time.perf_counter() + opts.time_limit_s
     if not opts.staged:
         return _full(h, opts, deadline, None, Outcome(mathopt.TerminationReason.OTHER_ERROR, ""))
@@ -91,34 +96,54 @@ def solve_staged(h: MipHandle, opts: SolveOptions, keep: set[ConfigKey]) -> Outc
     lp = _relaxation(h, opts, deadline)
     if isinstance(lp, mathopt.TerminationReason):
         return Outcome(lp, f"the LP relaxation is {lp.name.lower()}", stages=["lp"])
-    offered = _pools_to_offer(h, lp, opts, keep)
-    guess = lp.upper - opts.lp_gap_guess * abs(lp.upper)
-    for floor in (guess, None):  # plans near the LP bound first; any plan if there are none
-        if out.values is None or out.primal < guess:
-            if time.perf_counter() >= deadline:
-                return _expired(out)
-            _restricted(h, opts, deadline, offered, lp, out, "restricted", floor)
-    if _proven(out, opts.relative_gap):
-        return out
-    if out.values is not None:
+    out.dual_bound = lp.upper
+    now = price_counts(h, current or {}, _params(opts, deadline, gap=False))
+    if now is not None:
+        out.values, out.primal = now
+        out.stages.append("current")
+    offered = _pools_to_offer(h, lp, opts, set(current or {}))
+    for stage, pools, floor in _stages(h, opts, lp, offered, out):
+        if _proven(out, opts.relative_gap, now):
+            return out
         if time.perf_counter() >= deadline:
             return _expired(out)
-        target = _proof_target(out, opts.relative_gap)
-        _restricted(h, opts, deadline, set(h.n), lp, out, "proof", target)
-        if _proven(out, opts.relative_gap):
-            return out
+        _restricted(h, opts, deadline, pools, lp, out, stage, floor)
+    if _proven(out, opts.relative_gap, now):
+        return out
     if time.perf_counter() >= deadline:
         return _expired(out)
     out = _full(h, opts, deadline, out.values, out)
-    if out.reason == mathopt.TerminationReason.FEASIBLE and out.gap <= opts.relative_gap:
-        out.reason = mathopt.TerminationReason.OPTIMAL  # proven within the tolerance after all
+    if out.reason in OK:
+        _proven(out, opts.relative_gap, now)  # also prefers the current plan if it qualifies
     return out
 
 
-def _proven(out: Outcome, gap: float) -> bool:
+def _stages(
+    h: MipHandle, opts: SolveOptions, lp: Relaxation, offered: set[ConfigKey], out: Outcome
+) -> Iterator[tuple[str, set[ConfigKey], float | None]]:
+    """(stage, pools offered, floor) in turn, each decided once the one before has run."""
+    guess = lp.upper - opts.lp_gap_guess * abs(lp.upper)
+    for floor in (guess, None):  # plans near the LP bound first; any plan if there are none
+        if out.values is None or out.primal < guess:
+            yield "restricted", offered, floor
+    if out.values is not None:
+        yield "proof", set(h.n), _proof_target(out, opts.relative_gap)
+
+
+def _proven(out: Outcome, gap: float, now: tuple[Values, float] | None) -> bool:
+    """Is the best plan proven within the gap? If so, and the plan running now (`now`) is too,
+    answer with that one instead: a re-plan moves only for a gain the gap cannot explain."""
     if out.values is None or out.gap > gap:
         return False
-    out.reason, out.detail = mathopt.TerminationReason.OPTIMAL, f"{out.stages[-1]} plan ≤ gap"
+    stage = out.stages[-1]
+    if now is not None and out.values is not now[0]:
+        values, primal = out.values, out.primal
+        out.values, out.primal = now
+        if out.gap > gap:
+            out.values, out.primal = values, primal
+        else:
+            stage = "current"
+    out.reason, out.detail = mathopt.TerminationReason.OPTIMAL, f"{stage} plan ≤ gap"
     return True
 
 
@@ -232,11 +257,9 @@ def _restricted(
     out.dual_bound = min(out.dual_bound, lp.upper, max([inside, *left_out]))
 
 
-def _proof_target(out: Outcome, gap: float) -> float | None:
+def _proof_target(out: Outcome, gap: float) -> float:
     """A plan this good would be worth finding: a hair under LB · (1 + gap), so that proving
     nothing beats it proves the incumbent within the gap despite rounding."""
-    if out.values is None:
-        return None
     return out.primal + PROOF_SHARE * gap * abs(out.primal)
 
 
