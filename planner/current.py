@@ -3,11 +3,12 @@ preferred answer.
 
 Near-optimal plans often tie to within the 0.1 % gap (a pool at batch cap 8 or 16, 8 instances
 of one and 5 of another or the other way round), and the move and retune penalties are worth
-less than that gap: a retuned GPU costs 0.005 of the mean weighted rate per GPU, about 0.01 %
-of the objective on 64 GPUs. Left to itself the solver returns whichever near-tie it proves
-first, and consecutive re-plans with slowly drifting rates flip between them. So the current
-instance counts are priced first (an LP over the routing, counts fixed); the re-plan keeps
-them whenever they are proven within the gap, and moves only for a plan better by more.
+no more than that gap: on 64 GPUs a retuned GPU costs about 0.01 % of the objective and a
+moved one about 0.1 % (less on larger clusters). Left to itself the solver returns whichever
+near tie it proves first, and consecutive re-plans with slowly drifting rates flip between
+them. So the current instance counts are priced first (an LP over the routing, counts fixed);
+the re-plan keeps them whenever they are proven within the gap, and moves only for a plan
+better by more.
 """
 
 from __future__ import annotations

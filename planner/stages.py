@@ -78,7 +78,7 @@ class Outcome:
 
 @dataclass(slots=True)
 class Relaxation:
-    """The LP relaxation's answer, read back for the instance counts only."""
+    """The LP relaxation's answer: the bound, the instance counts and every reduced cost."""
 
     upper: float  # UB: no plan beats this
     counts: dict[ConfigKey, float]  # n_k in the LP optimum
