@@ -29,7 +29,7 @@ class LocalStack:
     # > 0: the gateway runs at this niceness, so the workers get the cores first (the benchmark:
     # on a real cluster the gateway does not share the accelerators' hosts' compute).
     gateway_niceness: int = 0
-    pin_workers: bool = True  # while there are no more workers than cores
+    pin_workers: bool = False  # worker i on core i, while there are no more workers than cores
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server: RedisServer | None = None
 
@@ -65,8 +65,9 @@ class LocalStack:
     def _placement(self, worker: int) -> Callable[[], None] | None:
         """What the child does before it execs: the gateway (worker -1) lowers its priority;
         with `pin_workers` and a core per worker, worker i keeps to core i: one process per
-        device, as on a GPU node (measured on 2 cores at 45 req/s: p50 latency 260 → 191 ms,
-        no migrations between steps, each of which costs a cold cache)."""
+        device, as on a GPU node. Measured on 2 cores at 45 req/s with the gateway at niceness
+        10: p50 latency 260 → 191 ms; but with the gateway at niceness 0 pinned workers cannot
+        move away from it and the stack saturated at 75 req/s, hence off by default."""
         cores = sorted(os.sched_getaffinity(0))
         nice = self.gateway_niceness if worker < 0 else 0
         pinned = self.pin_workers and 0 <= worker and self.num_workers <= len(cores)

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=5.0,
                    help="seconds of unrecorded arrivals at the first load before each policy "
                         "(compiles, warms caches and the online cost corrections)")
+    p.add_argument("--pin-workers", action=argparse.BooleanOptionalAction, default=True,
+                   help="worker i on core i (with a niced harness: fewer preempted steps)")
     p.add_argument("--harness-niceness", type=int, default=10,
                    help="niceness of the gateway and the load generator, so the measured "
                         "workers get the shared cores first (0: no priority)")
@@ -88,6 +90,7 @@ def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
     stack = LocalStack(
         args.model, data_dir, args.instances, port=args.port or free_port(),
         env_extra=stack_env(args, policy, classes), gateway_niceness=args.harness_niceness,
+        pin_workers=args.pin_workers,
     ).start()  # fmt: skip
     runs = []
     try:
