@@ -7,8 +7,9 @@ root heuristics and cuts), and quickly once it holds a good incumbent and tight 
     leaves out).
  2. Restricted MIP over the LP's pools, the pools with the smallest |d_k|, and the pools the
     current plan runs (all others fixed to 0), looking only for plans within `lp_gap_guess`
-    of UB (planner/tighten.py narrows the variables to where such plans lie); if there is
-    none, again for any plan. A plan of value LB, in a few ms.
+    of UB (planner/tighten.py narrows the variables to where such plans lie); only if that
+    look finds no plan at all (HiGHS keeps one below the cutoff when it meets one), again for
+    any plan. A plan of value LB, in a few ms.
  3. A bound on the full optimum: a plan either uses only offered pools (≤ the restricted MIP's
     dual bound) or runs ≥ 1 instance of some left-out pool k (≤ UB + d_k, LP duality). If the
     larger of these is within the gap of LB, done.
@@ -129,9 +130,12 @@ def _stages(
 ) -> Iterator[tuple[str, set[ConfigKey], float | None]]:
     """(stage, pools offered, floor) in turn, each decided once the one before has run."""
     guess = lp.upper - opts.lp_gap_guess * abs(lp.upper)
-    for floor in (guess, None):  # plans near the LP bound first; any plan if there are none
-        if out.values is None or out.primal < guess:
-            yield "restricted", offered, floor
+    if out.values is None or out.primal < guess:  # plans near the LP bound first
+        yield "restricted", offered, guess
+    if out.values is None:  # none at all yet: any plan
+        yield "restricted", offered, None
+    # With a plan in hand the proof MIP improves on it: a second, un-narrowed look over the
+    # restricted pools (RENS/RINS on) costs more and often misses the optimum's pools anyway.
     if out.values is not None:
         yield "proof", set(h.n), _proof_target(out, opts.relative_gap)
 
