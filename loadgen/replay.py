@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,28 +47,16 @@ def run_replay(
     """`replay` on a fresh uvloop event loop (plain asyncio where uvloop is missing), in a thread
     of its own at `niceness` (Linux niceness is per thread: the caller's, and so the processes it
     starts later, keep theirs)."""
-    result: list[list[Outcome]] = []
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            if niceness:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-            result.append(_run_loop(base_url, jobs, timeout_s, on_done))
-        except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
-
-    thread = threading.Thread(target=main, name="replay")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+    with ThreadPoolExecutor(1, thread_name_prefix="replay") as pool:  # re-raises its errors
+        return pool.submit(_run_loop, base_url, jobs, timeout_s, on_done, niceness).result()
 
 
 def _run_loop(
-    base_url: str, jobs: list[Job], timeout_s: float, on_done: Callable[[], None] | None
-) -> list[Outcome]:
+    base_url: str, jobs: list[Job], timeout_s: float, on_done: Callable[[], None] | None,
+    niceness: int,
+) -> list[Outcome]:  # fmt: skip
+    if niceness:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     try:
         import uvloop
     except ImportError:
