@@ -82,9 +82,10 @@ class DeadlineCheck:
             return -1
         return math.floor(slack_ms * rps / 1e3) if rps > 0 else None
 
-    def cached_rate(self, pool: str) -> PoolRate | None:
+    def rate(self, pool: str) -> tuple[PoolRate | None, bool]:
+        """The pool's last known service rate, and whether it is due for a refresh."""
         r = self._rates.get(pool)
-        return r if r and time.monotonic() - r.at_s < CACHE_S else None
+        return r, r is None or time.monotonic() - r.at_s >= CACHE_S
 
     def remember_rate(self, pool: str, rps: float, num_workers: int) -> PoolRate:
         self._rates[pool] = PoolRate(rps, num_workers, time.monotonic())
