@@ -35,7 +35,7 @@ def load_scripts() -> dict[str, str]:
 
 def count_arrival(client: Any, keys: Keys, slo_class: str, at_ms: float) -> None:
     """One arrival of `slo_class` at `at_ms`, as the submit script counts it; `client` may be a
-    pipeline (the gateway's, for a request admission refuses before the submit script)."""
+    pipeline (the planner's replays and tests write counts this way)."""
     key = keys.arrivals(bucket_start_s(at_ms))
     client.hincrby(key, slo_class, 1)
     client.expire(key, ARRIVALS_TTL_S)
@@ -60,10 +60,10 @@ class Calls:
 
     def submit(
         self, rec: RequestRecord, queue_bound: int, event: dict[str, Any],
-        ahead_limit: int = -1, drop_if_late: bool = False,
+        ahead_limit: int | None = None, drop_if_late: bool = False,
     ) -> Call:  # fmt: skip
-        """`ahead_limit` ≥ 0: the most requests that may be claimed before this one for it to
-        still make its deadline (checked in the script, atomically with the enqueue)."""
+        """`ahead_limit` (None: no check): the most requests that may be claimed before this one
+        for it to still make its deadline (checked in the script, atomically with the enqueue)."""
         k = self.keys
         fields = [x for kv in rec.to_redis().items() for x in kv]
         return Call(
@@ -71,7 +71,8 @@ class Calls:
             [k.req(rec.id), k.queue(rec.pool), k.events(rec.id), k.pools(), self.counters,
              k.arrivals(bucket_start_s(rec.arrival_ms)), k.retired_pools(), k.redirect()],
             [rec.id, rec.queue_score or rec.deadline_ms, queue_bound, rec.pool, self.maxlen,
-             k.ctl(), encode(event), rec.slo_class, k.queue_stem, ARRIVALS_TTL_S, ahead_limit,
+             k.ctl(), encode(event), rec.slo_class, k.queue_stem, ARRIVALS_TTL_S,
+             "" if ahead_limit is None else ahead_limit,
              int(drop_if_late), *fields],
         )  # fmt: skip
 

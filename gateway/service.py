@@ -53,15 +53,10 @@ class Service:
         if self.router.stale():
             self.router.update(await self._plan())
         rec.pool = self.router.pool_for(rec.slo_class)
-        limit = await self._ahead_limit(rec)
+        # The submit script refuses a `drop` request that cannot make its deadline (429) and
+        # admits a `serve` one flagged `deadline_infeasible`; it counts the arrival either way.
         drop = self.deadlines.late_action(rec) == "drop"
-        if limit is not None and limit < 0:  # hopeless even with an empty queue
-            if drop:
-                await self.store.count_arrival(rec.slo_class, rec.arrival_ms)  # the planner's rates
-                raise self._infeasible(rec)
-            rec.admission_flag = "deadline_infeasible"  # `serve` classes: admitted, flagged
-            limit = None
-        reply = await self.store.submit(rec, gw.max_queue_len, -1 if limit is None else limit, drop)
+        reply = await self.store.submit(rec, gw.max_queue_len, self._ahead_limit(rec), drop)
         if reply[0] == "infeasible":
             raise self._infeasible(rec)
         if reply[0] == "full":
@@ -84,7 +79,7 @@ class Service:
             log.exception("ignoring an unreadable plan in Redis")
             return None
 
-    async def _ahead_limit(self, rec: RequestRecord) -> int | None:
+    def _ahead_limit(self, rec: RequestRecord) -> int | None:
         """How much queued work `rec` can wait behind (DeadlineCheck.ahead_limit); None when
         deadline admission is off. Never waits on Redis: a submit uses the pool's last known
         service rate while one background task refreshes it. (Awaiting the refresh here cost

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from common.bus_calls import Call, Calls, count_arrival, load_scripts
+from common.bus_calls import Call, Calls, load_scripts
 from common.config import RedisCfg
 from common.plan import ClusterPlan
 from common.schemas import EventType, RequestRecord
@@ -54,7 +54,7 @@ class Store:
         return bool(await self.client.ping())
 
     async def submit(
-        self, rec: RequestRecord, queue_bound: int, ahead_limit: int = -1,
+        self, rec: RequestRecord, queue_bound: int, ahead_limit: int | None = None,
         drop_if_late: bool = False,
     ) -> list[str]:  # fmt: skip
         """Enqueue (counting the arrival): ['ok', pool] | ['exists', status] | ['full', n, pool]
@@ -63,12 +63,6 @@ class Store:
         event = {"arrival_ms": rec.arrival_ms, "deadline_ms": rec.deadline_ms, "pool": rec.pool}
         call = self.calls.submit(rec, queue_bound, event, ahead_limit, drop_if_late)
         return list(await self._run(call))
-
-    async def count_arrival(self, slo_class: str, at_ms: float) -> None:
-        """Count an arrival that never reached the submit script (refused by admission)."""
-        pipe = self.client.pipeline(transaction=True)
-        count_arrival(pipe, self.keys, slo_class, at_ms)
-        await pipe.execute()
 
     async def get(self, req_id: str) -> dict[str, str]:
         return dict(await self.client.hgetall(self.keys.req(req_id)))

@@ -2,12 +2,13 @@
 -- that is not a replay counts as an arrival of its class (admitted or rejected: the planner's
 -- rates). A request for a pool the plan retired goes to a live pool instead (lib.lua).
 -- KEYS: req, queue, events, pools, stats, arrivals bucket, retired pools, redirect
--- Deadline feasibility is decided here too, against the queue as it is at the enqueue: with
--- ahead_limit ≥ 0, a request with more than ahead_limit requests claimed before it cannot make
+-- Deadline feasibility is decided here too, against the queue as it is at the enqueue: given
+-- ahead_limit, a request with more than ahead_limit requests claimed before it cannot make
 -- its deadline (the gateway computed the limit from its deadline, its service time and the
 -- pool's service rate); a drop class is refused, a serve class is enqueued and flagged.
 -- ARGV: id, score, queue_bound, pool, maxlen, ctl_channel, queued_event, slo_class, queue_stem,
---       arrivals_ttl_s, ahead_limit (-1: no check), drop_if_late (1|0), field, value, ...
+--       arrivals_ttl_s, ahead_limit ('': no check; -1: late even first), drop_if_late (1|0),
+--       field, value, ...
 -- → {'ok', pool} | {'exists', status} | {'full', queue_len, pool} | {'infeasible', ahead, pool}
 local status = redis.call('HGET', KEYS[1], 'status')
 if status then
@@ -28,7 +29,7 @@ end
 local ahead_limit = tonumber(ARGV[11])
 local late = false
 local ahead = 0
-if ahead_limit >= 0 then
+if ahead_limit ~= nil then
   ahead = redis.call('ZCOUNT', queue, '-inf', '(' .. ARGV[2])
   late = ahead > ahead_limit
 end
