@@ -21,6 +21,10 @@ class Outcome:
     mean_tau: float | None = None
     steps: int | None = None
     predicted_e2e_ms: float | None = None
+    gateway_arrival_ms: float | None = None  # the gateway's arrival stamp (epoch ms)
+    # That stamp after the planned arrival: an open loop that falls behind (a starved load
+    # generator or gateway) offers less load than planned, and the report must say so.
+    send_lag_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -43,9 +47,14 @@ def summarize(outcomes: list[Outcome], duration_s: float) -> dict[str, Any]:
     taus = [o.mean_tau for o in outcomes if o.mean_tau is not None]
     steps = [o.steps for o in outcomes if o.steps is not None]
     met = sum(o.slo_met for o in outcomes)
+    lags = [o.send_lag_ms for o in outcomes if o.send_lag_ms is not None]
     by_status: dict[str, int] = {}
+    reasons: dict[str, int] = {}  # why requests were lost or refused: a fault shows here
     for o in outcomes:
         by_status[o.status] = by_status.get(o.status, 0) + 1
+        if "reason" in o.extra:
+            why = f"{o.status}: {str(o.extra['reason'])[:80]}"
+            reasons[why] = reasons.get(why, 0) + 1
     return {
         "num_requests": len(outcomes),
         "attainment": met / len(outcomes),
@@ -57,7 +66,17 @@ def summarize(outcomes: list[Outcome], duration_s: float) -> dict[str, Any]:
         "mean_tau": statistics.mean(taus) if taus else None,
         "mean_steps": statistics.mean(steps) if steps else None,
         "by_status": by_status,
+        "reasons": reasons,
+        "p50_send_lag_ms": percentile(lags, 0.5), "p99_send_lag_ms": percentile(lags, 0.99),
+        "achieved_rps": achieved_rate(outcomes),
     }  # fmt: skip
+
+
+def achieved_rate(outcomes: list[Outcome]) -> float | None:
+    """Requests per second as really sent (planned arrival + send lag), first to last."""
+    sent = [o.arrival_s + o.send_lag_ms / 1e3 for o in outcomes if o.send_lag_ms is not None]
+    span_s = max(sent, default=0.0) - min(sent, default=0.0)
+    return (len(sent) - 1) / span_s if span_s > 0 else None
 
 
 def by_class(outcomes: list[Outcome], duration_s: float) -> dict[str, dict[str, Any]]:

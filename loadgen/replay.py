@@ -74,12 +74,15 @@ async def replay(
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)  # under uvicorn's 5 s
     timeout = aiohttp.ClientTimeout(total=LONG_POLL_S + 10.0)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as client:
-        start = time.monotonic()
+        start, start_wall_ms = time.monotonic(), time.time() * 1e3
 
         async def one(job: Job) -> Outcome:
             await asyncio.sleep(max(0.0, start + job.t_s - time.monotonic()))
             try:
-                return await _run_one(client, job, timeout_s)
+                out = await _run_one(client, job, timeout_s)
+                if out.gateway_arrival_ms is not None:  # same host, same clock
+                    out.send_lag_ms = out.gateway_arrival_ms - start_wall_ms - job.t_s * 1e3
+                return out
             finally:
                 if on_done:
                     on_done()
@@ -103,8 +106,10 @@ async def _run_one(client: aiohttp.ClientSession, job: Job, timeout_s: float) ->
     try:
         view = await asyncio.wait_for(_until_final(client, job.req_id), timeout_s)
     except TimeoutError:
+        out.extra["reason"] = f"no final status within {timeout_s:g} s"
         return out
     out.status = view["status"]
+    out.gateway_arrival_ms = view.get("arrival_ms")
     out.e2e_ms = view["timings"].get("e2e_ms")
     out.queued_ms = view["timings"].get("queued_ms")
     out.slo_met = bool(view.get("slo_met"))

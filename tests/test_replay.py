@@ -12,7 +12,7 @@ from common.config import DEFAULT_MODEL_DIR
 from common.redis_server import RedisServer, free_port
 from loadgen import workload
 from loadgen.bench import job_for, stack_env
-from loadgen.metrics import by_class
+from loadgen.metrics import Outcome, achieved_rate, by_class, summarize
 from loadgen.replay import Job, run_replay
 from loadgen.traces import parse_mix
 from tests.stack import serving
@@ -40,6 +40,11 @@ def test_replay_checks_every_answer_on_the_real_stack(
     summary = by_class(outcomes, 1.5)["all"]
     assert summary["num_requests"] == len(planned)
     assert summary["accuracy"] >= 0.9  # the demo model at τ ≥ 0.8 (checked answers, not text)
+    # Each submit's gateway stamp follows its planned arrival: the lag is the harness's own delay
+    # (small and ≥ 0 up to clock resolution), and the load really offered is the planned one.
+    assert all(o.send_lag_ms is not None and -5.0 < o.send_lag_ms < 1000.0 for o in outcomes)
+    planned_rps = (len(planned) - 1) / (planned[-1].t_s - planned[0].t_s)
+    assert summary["achieved_rps"] == pytest.approx(planned_rps, rel=0.5)
 
 
 def test_replay_against_no_server_reports_misses() -> None:
@@ -48,3 +53,15 @@ def test_replay_against_no_server_reports_misses() -> None:
     outcomes = run_replay(url, jobs)
     assert [o.status for o in outcomes] == ["lost"] * 3
     assert all("reason" in o.extra for o in outcomes)
+    summary = by_class(outcomes, 1.0)["all"]
+    assert summary["reasons"] and sum(summary["reasons"].values()) == 3
+    assert summary["achieved_rps"] is None  # nothing reached a gateway
+
+
+def test_achieved_rate_counts_what_reached_the_gateway_not_the_plan() -> None:
+    # Planned at 10 req/s over 1 s, but the later submits reached the gateway ever later (a
+    # starved load generator): 11 requests over 2 s as sent.
+    outs = [Outcome(f"r{i}", "standard", 0.1 * i, "done", send_lag_ms=100.0 * i)
+            for i in range(11)]  # fmt: skip
+    assert achieved_rate(outs) == pytest.approx(10 / 2.0)
+    assert summarize(outs, 1.0)["p50_send_lag_ms"] == pytest.approx(500.0)
