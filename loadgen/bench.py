@@ -51,9 +51,24 @@ def run(args: argparse.Namespace) -> int:
     policies = args.policies.split(",")
     total = len(policies) * sum(len(p) for p in plans.values())
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
-    with tqdm(total=total, unit="req", desc="bench") as bar:
-        for policy in policies:
-            report["runs"].extend(_run_policy(args, policy, classes, plans, warmup, bar))
+    stacks: dict[str, Any] = {}
+    try:
+        # Every policy's stack is up for the whole run and the policies take turns at each
+        # load, in rotated order: a machine that slows down or speeds up during the run (a
+        # shared host) then weighs on every policy alike, not on whichever ran last.
+        for i, policy in enumerate(policies):
+            stacks[policy] = _start_stack(args, policy, classes, i)
+        with tqdm(total=total, unit="req", desc="bench") as bar:
+            for policy, stack in stacks.items():
+                _replay(args, stack, [job_for(p, f"{policy}-warmup") for p in warmup])
+            for i, (rate, planned) in enumerate(plans.items()):
+                for policy in policies[i % len(policies):] + policies[: i % len(policies)]:
+                    run_ = _run_load(args, stacks[policy], policy, rate, planned, bar)
+                    report["runs"].append(run_)
+    finally:
+        for stack in stacks.values():
+            stack.stop(15.0)
+    report["runs"].sort(key=lambda r: (policies.index(r["policy"]), r["rate"]))
     report["goodput_rps"] = _goodput(report, policies)
     report["summary"] = summarize_against_baseline(report)
     write_report(report, args.out)
@@ -81,47 +96,48 @@ def stack_env(args: argparse.Namespace, policy: str, classes: dict[str, Any]) ->
     }
 
 
-def _run_policy(args: argparse.Namespace, policy: str, classes: dict[str, Any],
-                plans: dict[float, list[Any]], warmup: list[Any],
-                bar: Any) -> list[dict[str, Any]]:  # fmt: skip
+def _start_stack(args: argparse.Namespace, policy: str, classes: dict[str, Any],
+                 index: int) -> Any:  # fmt: skip
     from common.redis_server import free_port
     from dilaserve.localstack import LocalStack
-    from loadgen.metrics import by_class
-    from loadgen.replay import run_replay
 
     data_dir = args.data_dir / policy
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh Redis: no answers from an earlier run
-    stack = LocalStack(
-        args.model, data_dir, args.instances, port=args.port or free_port(),
+    return LocalStack(
+        args.model, data_dir, args.instances, port=args.port + index if args.port else free_port(),
         env_extra=stack_env(args, policy, classes), gateway_niceness=args.harness_niceness,
         pin_workers=args.pin_workers,
     ).start()  # fmt: skip
-    runs = []
-    try:
-        if warmup:
-            run_replay(stack.url, [job_for(p, f"{policy}-warmup") for p in warmup],
-                       niceness=args.harness_niceness)  # fmt: skip
-        for rate, planned in plans.items():
-            jobs = [job_for(p, f"{policy}-r{rate:g}") for p in planned]
-            outcomes = run_replay(stack.url, jobs, on_done=bar.update,
-                                  niceness=args.harness_niceness)
-            runs.append({"rate": rate, "policy": policy,
-                         "classes": by_class(outcomes, args.duration),
-                         "cost_model": _prediction_errors(stack)})  # fmt: skip
-            s = runs[-1]["classes"]["all"]
-            bar.write(
-                f"{policy:<11} rate={rate:<5} sent={s['achieved_rps'] or 0:.1f}/s "
-                f"lag p50={s['p50_send_lag_ms'] or 0:.0f}ms attainment={s['attainment']:.3f} "
-                f"p50={s['p50_ms'] or 0:.0f}ms acc={s['accuracy']} tau={s['mean_tau']}"
-            )
-            planned_rps = (len(planned) - 1) / max(planned[-1].t_s - planned[0].t_s, 1e-9)
-            if (s["achieved_rps"] or 0) < 0.95 * planned_rps:
-                bar.write(f"  warning: the gateway took {s['achieved_rps'] or 0:.1f} req/s of the "
-                          f"{planned_rps:.1f} sent (a starved load generator or gateway): "
-                          "the offered load is lower than planned")
-    finally:
-        stack.stop(15.0)
-    return runs
+
+
+def _replay(args: argparse.Namespace, stack: Any, jobs: list[Any], bar: Any = None) -> list[Any]:
+    from loadgen.replay import run_replay
+
+    on_done = bar.update if bar is not None else None
+    return run_replay(stack.url, jobs, on_done=on_done, niceness=args.harness_niceness)
+
+
+def _run_load(args: argparse.Namespace, stack: Any, policy: str, rate: float,
+              planned: list[Any], bar: Any) -> dict[str, Any]:  # fmt: skip
+    """One policy at one offered load; returns when every request has ended (the stack is idle
+    again for the next policy's turn)."""
+    from loadgen.metrics import by_class
+
+    outcomes = _replay(args, stack, [job_for(p, f"{policy}-r{rate:g}") for p in planned], bar)
+    run_ = {"rate": rate, "policy": policy, "classes": by_class(outcomes, args.duration),
+            "cost_model": _prediction_errors(stack)}  # fmt: skip
+    s = run_["classes"]["all"]
+    bar.write(
+        f"{policy:<11} rate={rate:<5} sent={s['achieved_rps'] or 0:.1f}/s "
+        f"lag p50={s['p50_send_lag_ms'] or 0:.0f}ms attainment={s['attainment']:.3f} "
+        f"p50={s['p50_ms'] or 0:.0f}ms acc={s['accuracy']} tau={s['mean_tau']}"
+    )
+    planned_rps = (len(planned) - 1) / max(planned[-1].t_s - planned[0].t_s, 1e-9)
+    if (s["achieved_rps"] or 0) < 0.95 * planned_rps:
+        bar.write(f"  warning: the gateway took {s['achieved_rps'] or 0:.1f} req/s of the "
+                  f"{planned_rps:.1f} sent (a starved load generator or gateway): "
+                  "the offered load is lower than planned")  # fmt: skip
+    return run_
 
 
 def job_for(p: Any, run_id: str) -> Any:

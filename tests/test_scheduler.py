@@ -188,12 +188,28 @@ def test_completion_scale_learns_a_biased_stay_and_stays_clamped() -> None:
     st, policy = sched.seqs["r0"], sched.policy
     before_ms = policy.predict_finish_ms(st, 0.9, 4, 0.0)
     for _ in range(300):  # every request stayed 1.5× as long as predicted
-        policy.observe_completion(100.0 * policy.completion_scale, 150.0)
+        policy.observe_completion(st.req.prompt_len, 100.0, 150.0)
     assert policy.completion_scale == pytest.approx(1.5, rel=0.01)
     assert policy.predict_finish_ms(st, 0.9, 4, 0.0) == pytest.approx(1.5 * before_ms, rel=0.01)
     for _ in range(500):
-        policy.observe_completion(100.0, 10_000.0)
+        policy.observe_completion(st.req.prompt_len, 100.0, 10_000.0)
     assert policy.completion_scale == 2.0
+
+
+def test_stay_scale_is_learned_per_prompt_length() -> None:
+    """Short prompts finish in 0.8× the predicted stay, long ones in 1.25×: each band learns its
+    own factor, the overall one sits between, and an unseen band starts from the overall."""
+    from workers.sched.stay import StayScale
+
+    stay = StayScale(alpha=0.05)
+    for _ in range(400):
+        stay.observe(30, 100.0, 80.0)
+        stay.observe(60, 100.0, 125.0)
+    assert stay.factor(30) == pytest.approx(0.8, rel=0.01)
+    assert stay.factor(31) == stay.factor(30)  # same band (within 15 %)
+    assert stay.factor(60) == pytest.approx(1.25, rel=0.01)
+    assert 0.8 < stay.overall < 1.25
+    assert stay.factor(500) == stay.overall
 
 
 def test_finished_requests_correct_an_optimistic_steps_estimate() -> None:

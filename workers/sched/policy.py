@@ -20,6 +20,7 @@ from common.costmodel import CostModel
 from common.quality import QualityProfile
 from workers.sched.plan import DecodeRule, ThresholdRule
 from workers.sched.state import SeqState
+from workers.sched.stay import StayScale
 
 POLICIES = ("fcfs-fixed", "edf-fixed", "cw-srpt", "dilaserve")
 
@@ -61,18 +62,19 @@ class Policy:
 
     def __init__(self, cfg: PolicyCfg, cost: CostModel | None, profile: QualityProfile | None):
         self.cfg, self.cost, self.profile = cfg, cost, profile
-        # Completion times scale: the step model is corrected step by step, but a request's
-        # stay also depends on how its batch changes after admission and on how many steps its
-        # answer really takes; finished requests correct that bias here.
-        self.completion_scale = 1.0
+        # A request's stay vs the step model's prediction, learned per prompt length from
+        # finished requests (batch changes after admission, steps its answer really takes).
+        self.stay = StayScale(cfg.completion_alpha)
 
-    def observe_completion(self, predicted_ms: float, measured_ms: float) -> None:
-        """A finished request: `predicted_ms` its stay as predicted at admission (with the
-        scale then), `measured_ms` its real one. Log-space EWMA, clamped to [0.5, 2]."""
-        if predicted_ms <= 0 or measured_ms <= 0:
-            return
-        step = self.cfg.completion_alpha * math.log(measured_ms / predicted_ms)
-        self.completion_scale = min(2.0, max(0.5, self.completion_scale * math.exp(step)))
+    @property
+    def completion_scale(self) -> float:
+        """The correction over all requests (what a worker exports)."""
+        return self.stay.overall
+
+    def observe_completion(self, prompt_len: int, unscaled_ms: float, measured_ms: float) -> None:
+        """A finished request: `unscaled_ms` its stay as the step model predicted at admission
+        (before the stay correction), `measured_ms` its real one."""
+        self.stay.observe(prompt_len, unscaled_ms, measured_ms)
 
     def admit(
         self, waiting: list[SeqState], running: list[SeqState], free: int, now_ms: float,
@@ -127,7 +129,7 @@ class Policy:
             batch_size, len(st.canvas), st.req.block_length, st.req.block_length / tps,
             st.req.cache_mode.value, self.cfg.tp,
         )  # fmt: skip
-        return now_ms + steps * step_ms * self.completion_scale / safety
+        return now_ms + steps * step_ms * self.stay.factor(st.req.prompt_len) / safety
 
     def _fixed_tau(self, st: SeqState) -> float:
         return st.req.rule.tau if isinstance(st.req.rule, ThresholdRule) else 1.0

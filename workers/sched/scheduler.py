@@ -53,7 +53,8 @@ class Scheduler:
         self._pending: list[SeqUpdate] = []  # decided in schedule(), reported by update()
         self.predictions = PredictionLog()
         self.queue_depth = 0  # requests waiting in the pool's shared queue (the driver sets it)
-        self._predicted: dict[str, tuple[float, float]] = {}  # id → (admitted at, finish) ms
+        # id → (admitted at ms, predicted finish ms, its stay factor, prompt length)
+        self._predicted: dict[str, tuple[float, float, float, int]] = {}
         self._step_started_ms = 0.0
         # The last step, while its wall time is still open: (started, forward ms, predicted ms).
         # It closes at the next schedule() if that follows back to back (work was left).
@@ -149,7 +150,8 @@ class Scheduler:
                 st = self.seqs[req_id]
                 tau = self.policy.planned_tau(st, len(self.running), now_ms)
                 finish = self.policy.predict_finish_ms(st, tau, len(self.running), now_ms)
-                self._predicted[req_id] = (now_ms, finish)
+                factor = self.policy.stay.factor(st.req.prompt_len)
+                self._predicted[req_id] = (now_ms, finish, factor, st.req.prompt_len)
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
 
     def _expire_hopeless(self, running: list[SeqState], now_ms: float, backlog: float) -> None:
@@ -198,9 +200,11 @@ class Scheduler:
         updates.extend(self._apply(out) for out in result.outputs if out.req_id in self.seqs)
         for u in updates:
             if u.finished and u.req_id in self._predicted:
-                admitted, finish = self._predicted.pop(u.req_id)
+                admitted, finish, factor, prompt_len = self._predicted.pop(u.req_id)
                 self.predictions.record_completion(finish - admitted, now_ms - admitted)
-                self.policy.observe_completion(finish - admitted, now_ms - admitted)
+                self.policy.observe_completion(
+                    prompt_len, (finish - admitted) / factor, now_ms - admitted
+                )
             elif u.failed or u.handed_back or u.expired:
                 self._predicted.pop(u.req_id, None)
         for req_id, error in result.failed.items():
