@@ -7,9 +7,11 @@ root heuristics and cuts), and quickly once it holds a good incumbent and tight 
     leaves out).
  2. Restricted MIP over the LP's pools, the pools with the smallest |d_k|, and the pools the
     current plan runs (all others fixed to 0), looking only for plans within `lp_gap_guess`
-    of UB (planner/tighten.py narrows the variables to where such plans lie); only if that
-    look finds no plan at all (HiGHS keeps one below the cutoff when it meets one), again for
-    any plan. A plan of value LB, in a few ms.
+    of UB (planner/tighten.py narrows the variables to where such plans lie). If that look
+    keeps no plan that close (HiGHS keeps one below the cutoff when it meets one), a wider
+    look: `wider_gap_guess` of UB, and the `fillers_per_degree` best further pools of each TP
+    degree offered too. Only if neither finds any plan, again for any plan. A plan of value
+    LB, in a few ms (the wider look: up to a few hundred).
  3. A bound on the full optimum: a plan either uses only offered pools (≤ the restricted MIP's
     dual bound) or runs ≥ 1 instance of some left-out pool k (≤ UB + d_k, LP duality). If the
     larger of these is within the gap of LB, done.
@@ -56,6 +58,8 @@ class SolveOptions:
     solver: str = "highs"  # "gscip" as a cross-check; never CP-SAT (it rounds continuous vars)
     num_extra_pools: int = 8  # pools beyond the LP's support in the restricted MIP
     lp_gap_guess: float = 0.005  # the restricted MIP first looks only this far below the LP
+    wider_gap_guess: float = 0.01  # if that finds nothing there, a wider look goes this far
+    fillers_per_degree: int = 2  # pools per TP degree the wider look adds (planner docs)
     staged: bool = True  # False: one cold full-MIP solve (for comparison and tests)
 
     @property
@@ -132,9 +136,11 @@ def _stages(
     guess = lp.upper - opts.lp_gap_guess * abs(lp.upper)
     if out.values is None or out.primal < guess:  # plans near the LP bound first
         yield "restricted", offered, guess
+    if out.values is None or out.primal < guess:  # lower, or with a filler pool not offered
+        yield "wider", offered | _fillers(h, lp, offered, opts), _wider_floor(lp, opts, out)
     if out.values is None:  # none at all yet: any plan
         yield "restricted", offered, None
-    # With a plan in hand the proof MIP improves on it: a second, un-narrowed look over the
+    # With a plan in hand the proof MIP improves on it: an un-narrowed look over the
     # restricted pools (RENS/RINS on) costs more and often misses the optimum's pools anyway.
     if out.values is not None:
         yield "proof", set(h.n), _proof_target(out, opts.relative_gap)
@@ -231,6 +237,26 @@ def _pools_to_offer(
     return support | {k for _, k in others[: opts.num_extra_pools]}
 
 
+def _fillers(
+    h: MipHandle, lp: Relaxation, offered: set[ConfigKey], opts: SolveOptions
+) -> set[ConfigKey]:
+    """The pools of each TP degree outside `offered` with the smallest |d_k|: an optimum that
+    the LP bound overstates by over `lp_gap_guess` tends to fill its last GPUs with one or two
+    small-TP instances that rank past the offered pools by reduced cost."""
+    others = sorted((abs(lp.reduced[k]), k) for k in h.n if k not in offered)
+    out: set[ConfigKey] = set()
+    for d in {k.tp for k in h.n}:
+        out |= {k for _, k in [o for o in others if o[1].tp == d][: opts.fillers_per_degree]}
+    return out
+
+
+def _wider_floor(lp: Relaxation, opts: SolveOptions, out: Outcome) -> float:
+    """The wider look wants plans within `wider_gap_guess` of UB, and better than the plan in
+    hand by more than the gap (narrowing then cuts closer)."""
+    floor = lp.upper - opts.wider_gap_guess * abs(lp.upper)
+    return floor if out.values is None else max(floor, _proof_target(out, opts.relative_gap))
+
+
 def _restricted(
     h: MipHandle, opts: SolveOptions, deadline: float, offered: set[ConfigKey],
     lp: Relaxation, out: Outcome, stage: str, floor: float | None,
@@ -239,7 +265,7 @@ def _restricted(
     than `floor` (planner/tighten.py) if one is given; keep the plan if it is the best yet and
     set out.dual_bound to the bound on the full optimum (module docstring, step 3)."""
     out.stages.append(stage)
-    sub_mips = stage == "restricted" and floor is None
+    sub_mips = floor is None
     params = _params(opts, deadline, cutoff=floor, sub_mips=sub_mips)
     slack = lp.upper - floor if floor is not None else math.inf
     with narrowed(lp.priced if slack <= NARROW_WITHIN * abs(lp.upper) else [], slack):

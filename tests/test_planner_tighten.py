@@ -14,6 +14,7 @@ from ortools.math_opt.python import mathopt
 from planner.bench import random_instance
 from planner.capacity import build_table
 from planner.decision import PlanStatus
+from planner.inputs import PlannerInput
 from planner.model import MipHandle, build_mip
 from planner.solve import SolveOptions, plan
 from planner.stages import Relaxation, _relaxation
@@ -117,16 +118,36 @@ def test_the_default_gap_proven_by_the_proof_stage_holds() -> None:
     assert d.objective >= _optimum() * (1 - 1e-3) - 1e-9
 
 
-def test_a_first_look_below_its_guess_goes_straight_to_the_proof() -> None:
-    """The bench's 64-GPU instance (seed 0, `--sizes 64`, 7th): the optimum lies 0.55 % below
-    the LP bound and uses a TP-2 pool outside the restricted MIP's pools. The first look keeps
-    a plan below its guess; the proof MIP, hinted with it, finds and proves the optimum (a
-    second look over the restricted pools took 300 ms for a worse plan)."""
-    rng = random.Random(0)
-    inp = [random_instance(rng, 64, num_classes=3 + i % 4) for i in range(7)][-1]
-    d = plan(inp, options=SolveOptions(time_limit_s=10.0))
-    assert d.status == PlanStatus.OPTIMAL, d.reason
-    assert "(lp+restricted+proof)" in d.reason
+def _bench_instance(seed: int, index: int) -> PlannerInput:
+    """The `index`-th instance of `dilaserve bench-planner --sizes 64 --seed <seed>`."""
+    rng = random.Random(seed)
+    return [random_instance(rng, 64, num_classes=3 + i % 4) for i in range(index + 1)][-1]
+
+
+def _within_gap_of_cold(inp: PlannerInput, objective: float) -> bool:
     cold = plan(inp, options=SolveOptions(relative_gap=1e-6, staged=False, time_limit_s=60.0))
     assert cold.status == PlanStatus.OPTIMAL, cold.reason
-    assert d.objective >= cold.objective * (1 - 1e-3) - 1e-9
+    return objective >= cold.objective * (1 - 1e-3) - 1e-9
+
+
+def test_a_first_look_below_its_guess_goes_to_the_wider_look_then_the_proof() -> None:
+    """The bench's 64-GPU instance (seed 0, 7th): the optimum lies 0.55 % below the LP bound
+    and uses a TP-2 pool outside the restricted MIP's pools. The first look keeps a plan below
+    its guess; the wider look, then the proof MIP, hinted with its plan, find and prove the
+    optimum."""
+    inp = _bench_instance(0, 6)
+    d = plan(inp, options=SolveOptions(time_limit_s=10.0))
+    assert d.status == PlanStatus.OPTIMAL, d.reason
+    assert "(lp+restricted+wider+proof)" in d.reason
+    assert _within_gap_of_cold(inp, d.objective)
+
+
+def test_the_wider_look_finds_what_the_first_misses() -> None:
+    """Seed 3, 17th instance: no plan within 0.5 % of the LP bound over the offered pools; the
+    wider look (1 %, two more pools per TP degree) finds one that the bounds prove within the
+    gap, so no proof MIP runs. Without the wider look the proof MIP has to find it."""
+    inp = _bench_instance(3, 16)
+    d = plan(inp, options=SolveOptions(time_limit_s=10.0))
+    assert d.status == PlanStatus.OPTIMAL, d.reason
+    assert d.reason.endswith("(lp+restricted+wider)"), d.reason
+    assert _within_gap_of_cold(inp, d.objective)
