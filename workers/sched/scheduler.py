@@ -263,9 +263,9 @@ class Scheduler:
         return self._update_of(st, positions, tokens, out.block_done)
 
     def _sync_progress(self, st: SeqState) -> None:
-        answer = st.canvas[st.req.prompt_len :]
-        st.num_masked = sum(1 for t in answer if t == self.cfg.mask_token_id)
-        first = next((i for i, t in enumerate(answer) if t == self.cfg.mask_token_id), len(answer))
+        answer, mask = st.canvas[st.req.prompt_len :], self.cfg.mask_token_id
+        st.num_masked = answer.count(mask)  # C loops: this runs per request per step
+        first = answer.index(mask) if st.num_masked else len(answer)
         st.block = first // st.req.block_length
 
     def _update_of(
