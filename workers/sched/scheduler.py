@@ -53,7 +53,8 @@ class Scheduler:
         self._pending: list[SeqUpdate] = []  # decided in schedule(), reported by update()
         self.predictions = PredictionLog()
         self.queue_depth = 0  # requests waiting in the pool's shared queue (the driver sets it)
-        # id → (admitted at ms, predicted finish ms, its stay factor, prompt length)
+        # id → (admitted at ms, predicted finish ms, that stay before the stay correction,
+        # prompt length)
         self._predicted: dict[str, tuple[float, float, float, int]] = {}
         self._step_started_ms = 0.0
         # The last step, while its wall time is still open: (started, forward ms, predicted ms).
@@ -150,8 +151,8 @@ class Scheduler:
                 st = self.seqs[req_id]
                 tau = self.policy.planned_tau(st, len(self.running), now_ms)
                 finish = self.policy.predict_finish_ms(st, tau, len(self.running), now_ms)
-                factor = self.policy.stay.factor(st.req.prompt_len)
-                self._predicted[req_id] = (now_ms, finish, factor, st.req.prompt_len)
+                unscaled_ms = (finish - now_ms) / self.policy.stay.factor(st.req.prompt_len)
+                self._predicted[req_id] = (now_ms, finish, unscaled_ms, st.req.prompt_len)
         self.waiting = [r for r in self.waiting if self.seqs[r].status is SeqStatus.WAITING]
 
     def _expire_hopeless(self, running: list[SeqState], now_ms: float, backlog: float) -> None:
@@ -200,11 +201,9 @@ class Scheduler:
         updates.extend(self._apply(out) for out in result.outputs if out.req_id in self.seqs)
         for u in updates:
             if u.finished and u.req_id in self._predicted:
-                admitted, finish, factor, prompt_len = self._predicted.pop(u.req_id)
+                admitted, finish, unscaled_ms, prompt_len = self._predicted.pop(u.req_id)
                 self.predictions.record_completion(finish - admitted, now_ms - admitted)
-                self.policy.observe_completion(
-                    prompt_len, (finish - admitted) / factor, now_ms - admitted
-                )
+                self.policy.observe_completion(prompt_len, unscaled_ms, now_ms - admitted)
             elif u.failed or u.handed_back or u.expired:
                 self._predicted.pop(u.req_id, None)
         for req_id, error in result.failed.items():
