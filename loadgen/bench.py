@@ -121,7 +121,7 @@ def _run_load(args: argparse.Namespace, stack: Any, policy: str, rate: float,
               planned: list[Any], bar: Any) -> dict[str, Any]:  # fmt: skip
     """One policy at one offered load; returns when every request has ended (the stack is idle
     again for the next policy's turn)."""
-    from loadgen.metrics import by_class
+    from loadgen.metrics import by_class, rate_rps
 
     outcomes = _replay(args, stack, [job_for(p, f"{policy}-r{rate:g}") for p in planned], bar)
     run_ = {"rate": rate, "policy": policy, "classes": by_class(outcomes, args.duration),
@@ -132,8 +132,8 @@ def _run_load(args: argparse.Namespace, stack: Any, policy: str, rate: float,
         f"lag p50={s['p50_send_lag_ms'] or 0:.0f}ms attainment={s['attainment']:.3f} "
         f"p50={s['p50_ms'] or 0:.0f}ms acc={s['accuracy']} tau={s['mean_tau']}"
     )
-    planned_rps = (len(planned) - 1) / max(planned[-1].t_s - planned[0].t_s, 1e-9)
-    if (s["achieved_rps"] or 0) < 0.95 * planned_rps:
+    planned_rps = rate_rps([p.t_s for p in planned])
+    if planned_rps and (s["achieved_rps"] or 0) < 0.95 * planned_rps:
         bar.write(f"  warning: the gateway took {s['achieved_rps'] or 0:.1f} req/s of the "
                   f"{planned_rps:.1f} sent (a starved load generator or gateway): "
                   "the offered load is lower than planned")  # fmt: skip

@@ -74,9 +74,14 @@ def summarize(outcomes: list[Outcome], duration_s: float) -> dict[str, Any]:
 
 def achieved_rate(outcomes: list[Outcome]) -> float | None:
     """Requests per second as really sent (planned arrival + send lag), first to last."""
-    sent = [o.arrival_s + o.send_lag_ms / 1e3 for o in outcomes if o.send_lag_ms is not None]
-    span_s = max(sent, default=0.0) - min(sent, default=0.0)
-    return (len(sent) - 1) / span_s if span_s > 0 else None
+    return rate_rps([o.arrival_s + o.send_lag_ms / 1e3
+                     for o in outcomes if o.send_lag_ms is not None])  # fmt: skip
+
+
+def rate_rps(times_s: list[float]) -> float | None:
+    """Events per second from the first to the last of `times_s` (None: fewer than two)."""
+    span_s = max(times_s, default=0.0) - min(times_s, default=0.0)
+    return (len(times_s) - 1) / span_s if span_s > 0 else None
 
 
 def by_class(outcomes: list[Outcome], duration_s: float) -> dict[str, dict[str, Any]]:
