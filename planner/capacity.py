@@ -161,9 +161,13 @@ def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
     accuracy: dict[ConfigKey, float] = {}
     steps = {(ci, t): steps_per_request(inp, c, t) for ci, c in enumerate(inp.classes)
              for t in inp.taus()}  # fmt: skip
+    # A request's service time depends on its class, the TP degree, τ and the batch it shares,
+    # not on the pool's batch cap (that only caps the occupancy): one memo per (class, TP, τ)
+    # serves every cap, so the cost model runs once per occupancy, not once per pool.
+    services: dict[tuple[int, int, float], Callable[[int], float]] = {}
     for cfg in inp.configs():
         accuracy[cfg] = inp.quality.at(cfg.tau, inp.cache_mode).accuracy
-        found = _config_cells(inp, cfg, prune, steps)
+        found = _config_cells(inp, cfg, prune, steps, services)
         if found:
             cells[cfg] = found
     keep = undominated(inp, cells, accuracy) if prune else sorted(cells)
@@ -175,13 +179,17 @@ def build_table(inp: PlannerInput, prune: bool = True) -> CapacityTable:
 
 
 def _config_cells(
-    inp: PlannerInput, cfg: ConfigKey, prune: bool, steps: dict[tuple[int, float], float]
-) -> dict[tuple[int, float], Estimate]:
+    inp: PlannerInput, cfg: ConfigKey, prune: bool, steps: dict[tuple[int, float], float],
+    services: dict[tuple[int, int, float], Callable[[int], float]],
+) -> dict[tuple[int, float], Estimate]:  # fmt: skip
     found: dict[tuple[int, float], Estimate] = {}
     for ci, cls in enumerate(inp.classes):
         if cfg.tau < cls.tau_floor:
             continue
-        service = _memo(_service_of(inp, cls, cfg, steps[(ci, cfg.tau)]))
+        key = (ci, cfg.tp, cfg.tau)
+        if key not in services:
+            services[key] = _memo(_service_of(inp, cls, cfg, steps[(ci, cfg.tau)]))
+        service = services[key]
         best_p = -1.0  # walking ρ down: a level is useful only if its p beats every higher ρ's
         for rho in sorted(inp.utilisations, reverse=True):
             est = level_estimate(service, cls.slo_ms, cfg.batch_size, rho, inp.service_cv)
