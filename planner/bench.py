@@ -6,6 +6,13 @@ Random instances with the built-in example profiles (planner/defaults.py): 3–6
 (roughly half load to overload). Times are wall and CPU (this process) milliseconds; `gap` is the
 gap the solver proved; with --verify, `true_gap` compares with a cold solve to 1e-6.
 Targets (issue 7): ≤ 100 ms at 64 GPUs, ≤ 1 s at 1024, gap ≤ 0.1 %.
+
+By default every instance is planned from scratch (no plan running: the planner's first
+solve). `--replan walk|shift` times what the planner does every few seconds instead: the
+instance is solved, idle GPUs join its pools (as `planner.replan` publishes it), the load moves
+(walk: every class's rate × U(0.95, 1.05), the noise between two re-plans; shift: one class's
+rate × 1.5, what makes the watch re-plan at once), and the re-plan from that running plan is
+timed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from planner.decision import PlanDecision
     from planner.inputs import PlannerInput
 
 TARGET_MS = {64: 100.0, 1024: 1000.0}
@@ -33,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap", type=float, default=1e-3, help="relative gap tolerance")
     p.add_argument("--cold", action="store_true", help="one full MIP solve, no staging")
     p.add_argument("--verify", action="store_true", help="also solve each cold to 1e-6")
+    p.add_argument(
+        "--replan", choices=("none", "walk", "shift"), default="none",
+        help="time re-plans from a running plan after the load moves, not first solves",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("bench_out/planner.json"))
 
 
@@ -41,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     opts = SolveOptions(time_limit_s=args.time_limit_s, relative_gap=args.gap, staged=not args.cold)
     rng = random.Random(args.seed)
+    moves = random.Random(args.seed + 1)  # its own draws: the instances match a cold run's
     rows = []
     for gpus in (int(s) for s in args.sizes.split(",")):
         for i in range(args.repeats):
-            inp = random_instance(rng, gpus, num_classes=3 + i % 4)
-            rows.append(measure(inp, opts, args.verify))
+            inp, running = random_instance(rng, gpus, num_classes=3 + i % 4), None
+            if args.replan != "none":
+                inp, running = moved_load(moves, inp, opts, args.replan)
+            rows.append(measure(inp, opts, args.verify, running))
             print(_row_line(rows[-1]), flush=True)
     options = vars(args) | {"out": str(args.out)}
     report = {"options": options, "rows": rows, "summary": summarise(rows)}
@@ -79,19 +94,55 @@ def random_instance(rng: random.Random, gpus: int, num_classes: int) -> PlannerI
     )
 
 
-def measure(inp: PlannerInput, opts: Any, verify: bool) -> dict[str, Any]:
+def moved_load(
+    rng: random.Random, inp: PlannerInput, opts: Any, how: str
+) -> tuple[PlannerInput, PlanDecision]:
+    """A re-plan's input: `inp` solved and running (idle GPUs given to its pools), then its
+    load moved as `how` says (module docstring); and the running plan."""
+    from planner.headroom import fill_idle
+    from planner.solve import plan
+
+    running = fill_idle(plan(inp, options=opts), inp)
+    rates = [c.rate_rps for c in inp.classes]
+    if how == "walk":
+        rates = [r * rng.uniform(0.95, 1.05) for r in rates]
+    else:
+        rates[rng.randrange(len(rates))] *= 1.5
+    return next_input(inp, running, rates), running
+
+
+def next_input(inp: PlannerInput, running: PlanDecision, rates: list[float]) -> PlannerInput:
+    """`inp` at new `rates` per class, with `running` as the plan in place (its instances and
+    routing: the move, retune and rerouting penalties count against them)."""
+    from dataclasses import replace
+
+    from planner.inputs import ConfigKey
+
+    classes = tuple(replace(c, rate_rps=r) for c, r in zip(inp.classes, rates, strict=True))
+    routing = {
+        name: {ConfigKey.parse(pool): share for pool, share in shares.items()}
+        for name, shares in running.routing.items()
+    }
+    return replace(
+        inp, classes=classes, current=running.instance_counts(), current_routing=routing
+    )
+
+
+def measure(
+    inp: PlannerInput, opts: Any, verify: bool, previous: PlanDecision | None = None
+) -> dict[str, Any]:
     from dataclasses import replace
 
     from planner.solve import plan
 
     wall, cpu = time.perf_counter(), time.process_time()
-    d = plan(inp, options=opts)
+    d = plan(inp, previous, options=opts)
     row: dict[str, Any] = {
         "gpus": inp.num_gpus, "classes": len(inp.classes), "taus": len(inp.taus()),
         "status": str(d.status), "reason": d.reason, "build_ms": d.build_ms,
         "solve_ms": d.solve_ms, "total_ms": (time.perf_counter() - wall) * 1000,
         "cpu_ms": (time.process_time() - cpu) * 1000, "gap": d.gap, "objective": d.objective,
-        **d.model_size,
+        "moved_gpus": d.moved_gpus, "retuned_gpus": d.retuned_gpus, **d.model_size,
     }  # fmt: skip
     if verify:
         ref = plan(inp, options=replace(opts, relative_gap=1e-6, staged=False, time_limit_s=60))
@@ -109,6 +160,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("integer_vars", "continuous_vars", "constraints"):
             s[key] = int(statistics.median(r.get(key, 0) for r in rs))
         s["max_gap"] = max(r["gap"] for r in rs)
+        for key in ("moved_gpus", "retuned_gpus"):
+            s[key] = sum(r[key] for r in rs)
         if "true_gap" in rs[0]:
             s["max_true_gap"] = max(r["true_gap"] for r in rs)
         s["statuses"] = {st: sum(r["status"] == st for r in rs) for st in {r["status"] for r in rs}}

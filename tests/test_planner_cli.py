@@ -48,3 +48,16 @@ def test_bench_planner_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture
     for row in report["rows"]:
         assert row["status"] == "optimal" and row["gap"] <= 1e-3
         assert row["integer_vars"] > 0 and row["solve_ms"] > 0
+
+
+def test_bench_planner_times_replans(tmp_path: Path) -> None:
+    """`--replan shift`: each timed solve starts from the plan running for the load before."""
+    out = tmp_path / "replan.json"
+    argv = ["bench-planner", "--sizes", "8", "--repeats", "2", "--replan", "shift"]
+    assert main(argv + ["--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["options"]["replan"] == "shift"
+    for row in report["rows"]:
+        assert row["status"] == "optimal" and row["gap"] <= 1e-3
+        assert "current" in row["reason"]  # the running plan was priced: a re-plan, not a first
+    assert "moved_gpus" in report["summary"]["8"]

@@ -9,10 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from planner.bench import random_instance
+from planner.bench import next_input, random_instance
 from planner.capacity import build_table
 from planner.current import price_counts
-from planner.decision import PlanDecision
 from planner.inputs import ConfigKey, PlannerInput
 from planner.model import build_mip
 from planner.solve import SolveOptions, plan
@@ -31,12 +30,6 @@ def _bench_instance(gpus: int, index: int) -> PlannerInput:
             if (size, i) == (gpus, index):
                 return inp
     raise ValueError((gpus, index))
-
-
-def _next_input(inp: PlannerInput, d: PlanDecision, rates: list[float]) -> PlannerInput:
-    classes = tuple(replace(c, rate_rps=r) for c, r in zip(inp.classes, rates, strict=True))
-    routing = {c: {ConfigKey.parse(p): s for p, s in r.items()} for c, r in d.routing.items()}
-    return replace(inp, classes=classes, current=d.instance_counts(), current_routing=routing)
 
 
 def test_pricing_counts_matches_the_oracle() -> None:
@@ -98,7 +91,7 @@ def test_slowly_drifting_rates_do_not_flip_between_near_ties() -> None:
     rates = [c.rate_rps for c in inp.classes]
     for _ in range(8):
         rates = [r * (1 + 0.02 * rng.gauss(0, 1)) for r in rates]
-        d = plan(_next_input(inp, d, rates), previous=d, options=OPTS)
+        d = plan(next_input(inp, d, rates), previous=d, options=OPTS)
         counts = d.instance_counts()
         assert counts == seen[-1] or counts not in seen, f"flipped back to an earlier plan: {d}"
         seen.append(counts)
