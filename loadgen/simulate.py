@@ -55,7 +55,7 @@ def load_models(model_dir: Path) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadgen.sim.cluster import SimConfig, SimRequest, simulate
+    from loadgen.sim.cluster import CoreTiming, SimConfig, SimRequest, simulate
     from loadgen.traces import parse_mix
     from workers.sched.policy import PolicyCfg
 
@@ -76,13 +76,16 @@ def run(args: argparse.Namespace) -> int:
                 queue_by_arrival=policy == "fcfs-fixed", slowdown=args.slowdown,
                 jitter=args.jitter,
             )  # fmt: skip
-            summary = by_class(simulate(cfg, cost, profile, reqs), args.duration)
+            timing = CoreTiming()
+            summary = by_class(simulate(cfg, cost, profile, reqs, timing), args.duration)
             tau = summary["all"].get("mean_tau")
             summary["all"]["expected_accuracy"] = profile.at(tau).accuracy if tau else None
+            summary["all"]["core_us_per_step"] = round(timing.us_per_step, 1)
             report["runs"].append({"rate": rate, "policy": policy, "classes": summary})
             s = summary["all"]
             print(f"rate={rate:<6} {policy:<11} attainment={s['attainment']:.3f} "
-                  f"p50={s['p50_ms'] or 0:.0f}ms tau={tau or 0:.2f}", flush=True)  # fmt: skip
+                  f"p50={s['p50_ms'] or 0:.0f}ms tau={tau or 0:.2f} "
+                  f"core={timing.us_per_step:.0f}us/step", flush=True)  # fmt: skip
     report["goodput_rps"] = {
         pol: goodput_rate([(r["rate"], r["classes"]["all"]["attainment"])
                            for r in report["runs"] if r["policy"] == pol])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import copy
 import heapq
+import time
 from dataclasses import dataclass, field
 
 from common.bus_calls import LATE_LANE_MS
@@ -40,6 +41,19 @@ class SimRequest:
     late_action: str = "serve"
 
 
+@dataclass(slots=True)
+class CoreTiming:
+    """Host CPU time the scheduling core (schedule + update) spent per step: the cost a policy
+    adds to every step on a real worker, where steps on a GPU may take only tens of ms."""
+
+    steps: int = 0
+    core_s: float = 0.0
+
+    @property
+    def us_per_step(self) -> float:
+        return 1e6 * self.core_s / self.steps if self.steps else 0.0
+
+
 @dataclass
 class _Instance:
     sched: Scheduler
@@ -64,8 +78,9 @@ class SimConfig:
 
 
 def simulate(
-    cfg: SimConfig, cost: CostModel, profile: QualityProfile, requests: list[SimRequest]
-) -> list[Outcome]:
+    cfg: SimConfig, cost: CostModel, profile: QualityProfile, requests: list[SimRequest],
+    timing: CoreTiming | None = None,
+) -> list[Outcome]:  # fmt: skip
     sched_cfg = SchedulerConfig(MASK, EOS, cfg.max_batch_size, policy=cfg.policy)
     # Each scheduler corrects its own copy of the model online, as each worker does; the
     # runners' truth stays the model as given (times slowdown and jitter).
@@ -102,7 +117,7 @@ def simulate(
             wake = arrivals[nxt].arrival_ms if nxt < len(arrivals) else now
             heapq.heappush(events, (max(wake, now + 1e-6), i))
             continue
-        heapq.heappush(events, (_step(inst, now, by_id, outcomes, queue), i))
+        heapq.heappush(events, (_step(inst, now, by_id, outcomes, queue, timing), i))
     return [
         outcomes.get(r.req_id) or Outcome(r.req_id, r.slo_class, r.arrival_ms / 1e3, "lost")
         for r in requests
@@ -140,14 +155,22 @@ def _step(
     by_id: dict[str, SimRequest],
     outcomes: dict[str, Outcome],
     queue: list[tuple[float, str]],
+    timing: CoreTiming | None,
 ) -> float:
+    start = time.perf_counter()
     plan = inst.sched.schedule(now)
+    core_s = time.perf_counter() - start
     for s in plan.steps:
         if isinstance(s.rule, ThresholdRule):
             inst.taus.setdefault(s.req_id, []).append(s.rule.tau)
     result = inst.runner.execute(plan)
     end = now + max(result.step_s * 1e3, 1e-3)
-    for u in inst.sched.update(plan, result, end):
+    start = time.perf_counter()
+    updates = inst.sched.update(plan, result, end)
+    if timing is not None:
+        timing.steps += 1
+        timing.core_s += core_s + time.perf_counter() - start
+    for u in updates:
         r = by_id[u.req_id]
         if u.handed_back:  # deferred as late: back to the pool's queue, behind on-time work
             bisect.insort(queue, (r.arrival_ms + r.slo_ms + LATE_LANE_MS * u.late, r.req_id))
