@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # Ctrl-C is KeyboardInterrupt even when started as a background job of a script, whose
+    # shell hands it SIGINT ignored (Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stack.start()
         print(_banner(stack.url, args.workers, str(stack.redis_url), stack.logs), flush=True)

@@ -15,7 +15,14 @@ from tests.dataplane_helpers import REPO, child_env, stop
 from tests.stack import wait_status
 
 
+def _as_background_job() -> None:
+    """What a script's `dilaserve up &` gets from its shell: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
+    """Started as a script's background job (SIGINT ignored), as CI runners and `nohup` do:
+    SIGINT must still stop everything."""
     port = free_port()
     env = child_env("")
     env.pop("REDIS_URL")
@@ -23,7 +30,7 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "dilaserve", "up", "--workers", "1", "--port", str(port),
          "--model-dir", str(model_dir), "--data-dir", str(tmp_path / "data")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_as_background_job,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
