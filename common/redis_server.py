@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.children import die_with_parent
+
 
 class RedisServerError(RuntimeError):
     pass
@@ -66,7 +68,9 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+        )
         self._wait_ready(timeout_s)
         return self
 

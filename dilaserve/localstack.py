@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.children import preexec
 from common.redis_server import RedisServer
 
 
@@ -52,7 +53,7 @@ class LocalStack:
             with open(self.logs / f"{name}.log", "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, *cmd], env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                    preexec_fn=self._placement(i - 1),
+                    preexec_fn=preexec(self._placement(i - 1)),
                 )
             self.procs.append(proc)
         if self.tp:
