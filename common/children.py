@@ -17,12 +17,15 @@ import sys
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up here, in the parent: the child, forked from a process that may run threads, should
+# not load anything between fork and exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent() -> None:
     """Run in the child before exec (subprocess's `preexec_fn`); a no-op off Linux."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def preexec(then: Callable[[], None] | None = None) -> Callable[[], None]:
