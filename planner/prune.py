@@ -44,7 +44,7 @@ def undominated(
     earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
     dom = ge & (~ge.T | earlier)
     np.fill_diagonal(dom, False)
-    kept = _in_use(inp)
+    kept = in_use(inp)
     return [k for j, k in enumerate(configs) if not dom[:, j].any() or k in kept]
 
 
@@ -52,12 +52,12 @@ def _may_stand_in(inp: PlannerInput, configs: list[ConfigKey]) -> npt.NDArray[np
     """[a, b]: instances of a may replace an instance of b GPU for GPU: same degree, or a
     smaller one dividing b's while the current plan runs no group of b's degree."""
     tp = np.array([k.tp for k in configs])
-    running = np.array([k.tp in _running_degrees(inp) for k in configs])
+    running = np.array([k.tp in running_degrees(inp) for k in configs])
     smaller_divisor = (tp[None, :] % tp[:, None] == 0) & (tp[:, None] < tp[None, :])
     return (tp[:, None] == tp[None, :]) | (smaller_divisor & ~running[None, :])
 
 
-def _running_degrees(inp: PlannerInput) -> set[int]:
+def running_degrees(inp: PlannerInput) -> set[int]:
     return {k.tp for k, n in inp.current.items() if n > 0}
 
 
@@ -86,6 +86,6 @@ def _cell_arrays(
     return capacity, attainment
 
 
-def _in_use(inp: PlannerInput) -> set[ConfigKey]:
+def in_use(inp: PlannerInput) -> set[ConfigKey]:
     routed = {k for shares in inp.current_routing.values() for k, s in shares.items() if s > 0}
     return {k for k, n in inp.current.items() if n > 0} | routed

@@ -12,7 +12,7 @@ import time
 
 from ortools.math_opt.python import mathopt
 
-from planner.capacity import CapacityTable, build_table
+from planner.capacity import CapacityTable, cached_table
 from planner.decision import PlanDecision, PlanStatus
 from planner.extract import decision_from_solution
 from planner.inputs import PlannerInput, validate
@@ -31,7 +31,7 @@ def plan(
     if problems:
         return _fallback(previous, "invalid input: " + "; ".join(problems))
     try:
-        table = build_table(inp)
+        table = cached_table(inp)
         problems = _unservable(inp, table)
         if problems:
             return _fallback(previous, "infeasible input: " + "; ".join(problems))

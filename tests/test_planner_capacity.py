@@ -10,6 +10,7 @@ from common.costmodel import Coeffs, CostModel
 from planner.capacity import (
     Estimate,
     build_table,
+    cached_table,
     erlang_c,
     estimate,
     queue_estimate,
@@ -123,3 +124,23 @@ def test_pruning_lets_smaller_groups_stand_in_for_a_larger_one() -> None:
     assert undominated(inp, table, accuracy) == [a, c]
     running_tp2 = replace(inp, current={ConfigKey(2, 0.9, 4): 1})
     assert undominated(running_tp2, table, accuracy) == [a, c, b]
+
+
+def test_the_table_is_reused_across_rates_and_rebuilt_when_what_it_reads_changes() -> None:
+    """Re-plans mostly change the rates, which the table does not read: it is reused. A cost
+    model that learned, or a TP degree the current plan now runs, gives a new table."""
+    inp = small_input(rates=(1.0, 2.0))
+    first = cached_table(inp)
+    assert first == build_table(inp)
+    moved = replace(inp, classes=tuple(replace(c, rate_rps=5.0, weight=3.0) for c in inp.classes))
+    assert cached_table(moved) is first
+
+    learned = small_input(rates=(1.0, 2.0))
+    learned.cost_model.correction[(1, "full")] = 1.5  # refreshes 50 % slower than profiled
+    slower = cached_table(learned)
+    assert slower is not first and slower == build_table(learned) and slower != first
+
+    tp2 = next(k for k in first.configs if k.tp == 2)
+    running = replace(inp, current={tp2: 1})
+    assert cached_table(running) is not first
+    assert cached_table(running) == build_table(running)
