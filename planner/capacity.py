@@ -31,6 +31,7 @@ to 4 decimals, rounded down. Pure: no solver, no I/O. See docs/planner.md.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -158,6 +159,7 @@ def estimate(inp: PlannerInput, cls: SloClass, cfg: ConfigKey, rho: float) -> Es
 
 TABLES_KEPT = 4
 _tables: OrderedDict[str, CapacityTable] = OrderedDict()
+_tables_lock = threading.Lock()
 
 
 def cached_table(inp: PlannerInput) -> CapacityTable:
@@ -165,12 +167,16 @@ def cached_table(inp: PlannerInput) -> CapacityTable:
     differ in the rates, which the table does not read, and building it is most of a
     steady-state re-plan's time (about 30 of 45 ms at 64 GPUs). Callers only read the table."""
     key = _table_key(inp)
-    table = _tables.get(key)
-    if table is None:
-        table = _tables[key] = build_table(inp)
-        if len(_tables) > TABLES_KEPT:
+    with _tables_lock:  # a planner thread and, say, a what-if may plan at once
+        table = _tables.get(key)
+        if table is not None:
+            _tables.move_to_end(key)
+            return table
+    table = build_table(inp)
+    with _tables_lock:
+        _tables[key] = table
+        while len(_tables) > TABLES_KEPT:
             _tables.popitem(last=False)
-    _tables.move_to_end(key)
     return table
 
 
