@@ -36,9 +36,9 @@ def undominated(
 ) -> list[ConfigKey]:
     """Configurations (sorted) that no other configuration dominates, plus the current ones."""
     configs = sorted(cells)
-    ge = _covers(inp, configs, cells)
     acc = np.array([accuracy[k] for k in configs])
-    ge &= (acc[:, None] >= acc[None, :]) & _may_stand_in(inp, configs)
+    ge = (acc[:, None] >= acc[None, :]) & _may_stand_in(inp, configs)
+    ge[ge] = _covers(inp, configs, cells, *np.nonzero(ge))  # cells compared only where it matters
     # ge[a, b]: a is at least as good as b. Equals (ge both ways) break toward the earlier one,
     # so exactly one of a tied group stays; this keeps the relation a strict partial order.
     earlier = np.tri(len(configs), k=-1, dtype=bool).T  # earlier[a, b]: a < b
@@ -61,16 +61,20 @@ def running_degrees(inp: PlannerInput) -> set[int]:
     return {k.tp for k, n in inp.current.items() if n > 0}
 
 
-def _covers(inp: PlannerInput, configs: list[ConfigKey], cells: Cells) -> npt.NDArray[np.bool_]:
-    """covers[a, b]: every cell of b is matched (e per GPU and p both ≥) by a cell of a, same
-    class. Per GPU, e'/d ≥ e/D is m·e' ≥ e for m = D/d instances of a standing in for one of b."""
+def _covers(
+    inp: PlannerInput, configs: list[ConfigKey], cells: Cells,
+    a: npt.NDArray[np.intp], b: npt.NDArray[np.intp],
+) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """For each pair (a[i], b[i]): every cell of b is matched (e per GPU and p both ≥) by a
+    cell of a, same class. Per GPU, e'/d ≥ e/D is m·e' ≥ e for m = D/d instances of a standing
+    in for one of b."""
     capacity, attainment = _cell_arrays(inp, configs, cells)  # [K, C, L] each, −inf: no cell
     # capacity is per GPU (ρμ/d), so one comparison serves same-degree and cross-degree pairs
-    # [a, b, c, l_b, l_a]: a's level l_a matches b's level l_b
-    match = (capacity[:, None, :, None, :] >= capacity[None, :, :, :, None]) & (
-        attainment[:, None, :, None, :] >= attainment[None, :, :, :, None]
+    # [pair, c, l_b, l_a]: a's level l_a matches b's level l_b
+    match = (capacity[a][:, :, None, :] >= capacity[b][:, :, :, None]) & (
+        attainment[a][:, :, None, :] >= attainment[b][:, :, :, None]
     )
-    return match.any(axis=4).all(axis=(2, 3))  # a missing cell (−inf) of b is matched by any
+    return match.any(axis=3).all(axis=(1, 2))  # a missing cell (−inf) of b is matched by any
 
 
 def _cell_arrays(
