@@ -164,8 +164,8 @@ _tables_lock = threading.Lock()
 
 def cached_table(inp: PlannerInput) -> CapacityTable:
     """`build_table(inp)`, reused while nothing it reads changes. Consecutive re-plans mostly
-    differ in the rates, which the table does not read, and building it is most of a
-    steady-state re-plan's time (about 30 of 45 ms at 64 GPUs). Callers only read the table."""
+    differ in the rates, which the table does not read, and building it is most of what a
+    re-plan spends before solving (docs/planner.md). Callers only read the table."""
     key = _table_key(inp)
     with _tables_lock:  # a planner thread and, say, a what-if may plan at once
         table = _tables.get(key)
