@@ -52,12 +52,14 @@ def _may_stand_in(inp: PlannerInput, configs: list[ConfigKey]) -> npt.NDArray[np
     """[a, b]: instances of a may replace an instance of b GPU for GPU: same degree, or a
     smaller one dividing b's while the current plan runs no group of b's degree."""
     tp = np.array([k.tp for k in configs])
-    running = np.array([k.tp in running_degrees(inp) for k in configs])
+    degrees = running_degrees(inp)
+    running = np.array([k.tp in degrees for k in configs])
     smaller_divisor = (tp[None, :] % tp[:, None] == 0) & (tp[:, None] < tp[None, :])
     return (tp[:, None] == tp[None, :]) | (smaller_divisor & ~running[None, :])
 
 
 def running_degrees(inp: PlannerInput) -> set[int]:
+    """TP degrees the current plan runs groups of (tearing one down costs the move penalty)."""
     return {k.tp for k, n in inp.current.items() if n > 0}
 
 
@@ -91,5 +93,6 @@ def _cell_arrays(
 
 
 def in_use(inp: PlannerInput) -> set[ConfigKey]:
+    """Configurations the current plan runs or routes to: always kept."""
     routed = {k for shares in inp.current_routing.values() for k, s in shares.items() if s > 0}
     return {k for k, n in inp.current.items() if n > 0} | routed
